@@ -1,0 +1,652 @@
+"""Read document question-answering data in the DocVQA layout.
+
+The reference layout is the hub dataset ``nielsr/docvqa_1200_examples``:
+``id``, ``image`` (a ``datasets.Image``), ``query`` (a struct keyed by
+language, or a plain string) and ``answers`` (a list of strings). Other
+columns (``words``, ``bounding_boxes``, ``answer``) are dropped before any
+row is read, so their data is never materialised.
+
+Every record is validated once, when the dataset is built, so a bad record
+stops the run before training starts instead of hours into it. Page images
+are decoded again lazily in ``__getitem__``: DocVQA pages are large and the
+decoded pages of a whole split do not fit in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch.utils.data
+from PIL import Image
+from tqdm import tqdm
+
+from doctune.errors import DoctuneError
+from doctune.images import ImageLoadError, decode_image_bytes, load_page, to_rgb
+
+SKIP_HINT = (
+    "Fix the record, or pass skip_invalid=True (CLI: data.skip_invalid=true) to skip invalid records and count them."
+)
+LOCAL_SOURCES_HINT = "a save_to_disk folder, a .parquet file or folder of .parquet files, or a .jsonl file"
+# Column names accepted for the question, in order of preference.
+QUESTION_COLUMNS = ("query", "question")
+# Parquet files named after one of these are split files; see _split_parquet_files.
+_SPLIT_NAMES = ("train", "test", "validation", "valid", "val", "dev", "eval")
+
+
+class DataError(DoctuneError, ValueError):
+    """The data source or one of its records cannot be used.
+
+    The message names the source, and for record problems the record index,
+    its id, what is wrong and how to proceed.
+    """
+
+
+class _RecordProblem(Exception):
+    """One record is invalid; internal, turned into DataError or a report line."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question about one document page.
+
+    Attributes:
+        id: Record id from the source (its index when the source has none).
+        image: The page, decoded to RGB.
+        question: The question in the selected language.
+        answers: Accepted answers, at least one.
+    """
+
+    id: str
+    image: Image.Image
+    question: str
+    answers: list[str]
+
+
+@dataclass
+class DataReport:
+    """What validation found.
+
+    Attributes:
+        total: Records examined (fewer than the source holds when
+            ``max_samples`` was reached early).
+        kept: Valid records in the dataset.
+        skipped: Invalid records left out (only with ``skip_invalid``).
+        problems: One line per skipped record: index, id and the problem.
+    """
+
+    total: int = 0
+    kept: int = 0
+    skipped: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """The validated text of a kept record; its image stays in the source."""
+
+    row: int
+    id: str
+    question: str
+    answers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _OpenedSource:
+    """Rows of a source, ready for validation."""
+
+    rows: Sequence[dict[str, Any]]
+    name: str
+    base_dir: Path | None
+
+
+class DocVQADataset(torch.utils.data.Dataset):
+    """Validated DocVQA records that decode their page image on access.
+
+    Args:
+        rows: Records as mappings (a ``datasets.Dataset`` or a list of
+            dicts) with ``image``, ``query`` (or ``question``), ``answers``
+            and optionally ``id``. ``image`` may be ``{"bytes", "path"}``
+            (a ``datasets.Image(decode=False)`` value), a path string, or a
+            PIL image.
+        source_name: How to name the source in messages.
+        language: Key of the ``query`` mapping to use.
+        skip_invalid: Skip and count invalid records instead of raising.
+        max_samples: Keep only the first N valid records; ``None`` keeps all.
+        base_dir: Folder that relative image paths are resolved against.
+
+    Raises:
+        DataError: If a record is invalid (and ``skip_invalid`` is off), or
+            no valid record remains.
+        ValueError: If ``max_samples`` is not a positive integer or None.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[dict[str, Any]],
+        source_name: str,
+        language: str = "en",
+        skip_invalid: bool = False,
+        max_samples: int | None = None,
+        base_dir: Path | None = None,
+    ) -> None:
+        _check_max_samples(max_samples)
+        self.source_name = source_name
+        self.language = language
+        self._rows = rows
+        self._base_dir = base_dir
+        self._entries, self.report = self._validate(skip_invalid, max_samples)
+
+    def __len__(self) -> int:
+        """Return the number of valid records kept."""
+        return len(self._entries)
+
+    def __getitem__(self, index: int) -> Example:
+        """Return record ``index`` with its page decoded to RGB.
+
+        Args:
+            index: Position among the kept records.
+
+        Returns:
+            The example.
+
+        Raises:
+            IndexError: If ``index`` is out of range.
+            ImageLoadError: If the image became unreadable after validation.
+        """
+        entry = self._entries[index]
+        value = self._rows[entry.row]["image"]
+        image = _load_image(value, self._base_dir, self._record_name(entry.row, entry.id))
+        return Example(id=entry.id, image=image, question=entry.question, answers=list(entry.answers))
+
+    def _record_name(self, row: int, record_id: str) -> str:
+        """Name a record for messages: source, index and id."""
+        return f"{self.source_name} record {row} (id {record_id!r})"
+
+    def _validate(self, skip_invalid: bool, max_samples: int | None) -> tuple[list[_Entry], DataReport]:
+        """Check records in order until ``max_samples`` valid ones are found.
+
+        Args:
+            skip_invalid: Record bad records in the report instead of raising.
+            max_samples: Stop after this many valid records; None checks all.
+
+        Returns:
+            The kept entries and the validation report.
+
+        Raises:
+            DataError: On the first invalid record unless ``skip_invalid``,
+                or when no valid record remains.
+        """
+        entries: list[_Entry] = []
+        report = DataReport()
+        progress = tqdm(self._rows, total=len(self._rows), desc=f"Checking {self.source_name}", unit="record")
+        with progress:
+            for row, record in enumerate(progress):
+                report.total += 1
+                try:
+                    entries.append(self._check_record(row, record))
+                except _RecordProblem as problem:
+                    line = f"record {row} (id {_record_id(record, row)!r}): {problem}"
+                    if not skip_invalid:
+                        raise DataError(f"Invalid record in {self.source_name}: {line}. {SKIP_HINT}") from problem
+                    report.problems.append(line)
+                if max_samples is not None and len(entries) >= max_samples:
+                    break
+        report.kept, report.skipped = len(entries), len(report.problems)
+        self._check_not_empty(report)
+        return entries, report
+
+    def _check_record(self, row: int, record: Any) -> _Entry:
+        """Validate one record, decoding its image fully once.
+
+        Args:
+            row: Index of the record in the source.
+            record: The raw record.
+
+        Returns:
+            The record's validated text fields.
+
+        Raises:
+            _RecordProblem: Describing the first problem found.
+        """
+        if not isinstance(record, dict):
+            raise _RecordProblem(f"expected a mapping of fields, got {type(record).__name__}")
+        record_id = _record_id(record, row)
+        question = _question(record, self.language)
+        answers = _answers(record)
+        value = _required(record, "image")
+        try:
+            # Decode once to prove the image is readable, then let it go: pages are big.
+            _load_image(value, self._base_dir, self._record_name(row, record_id))
+        except ImageLoadError as exc:
+            raise _RecordProblem(f"unreadable image: {exc}") from exc
+        return _Entry(row=row, id=record_id, question=question, answers=answers)
+
+    def _check_not_empty(self, report: DataReport) -> None:
+        """Refuse a dataset without records.
+
+        Args:
+            report: The finished validation report.
+
+        Raises:
+            DataError: If no record was kept.
+        """
+        if report.kept:
+            return
+        if not report.total:
+            raise DataError(f"{self.source_name} holds no records; check that the source and split are right.")
+        raise DataError(
+            f"No valid records in {self.source_name}: all {report.total} records are invalid. "
+            f"First problem: {report.problems[0]}"
+        )
+
+
+def load_docvqa(
+    source: str,
+    split: str = "train",
+    language: str = "en",
+    skip_invalid: bool = False,
+    max_samples: int | None = None,
+) -> DocVQADataset:
+    """Load and validate DocVQA-style question-answering data.
+
+    Args:
+        source: A Hugging Face hub dataset id (``nielsr/docvqa_1200_examples``),
+            a ``save_to_disk`` folder, a ``.parquet`` file or folder of
+            parquet files, a ``.jsonl`` file, or a folder holding
+            ``<split>.jsonl`` or ``<split>/data.jsonl``. Existing local paths
+            win over hub ids.
+        split: Split to read. Ignored for a single parquet or JSONL file and
+            for a folder saved from a single ``Dataset``.
+        language: Key of the ``query`` mapping to use; plain-string queries
+            are used as they are.
+        skip_invalid: Skip and count invalid records (see ``report``).
+        max_samples: Keep only the first N valid records.
+
+    Returns:
+        The validated dataset; ``dataset.report`` says what was skipped.
+
+    Raises:
+        DataError: If the source is missing, unreadable, lacks a required
+            column or the split, or holds an invalid record.
+        ValueError: If ``max_samples`` is not a positive integer or None.
+    """
+    _check_max_samples(max_samples)
+    opened = _open_source(str(source), split)
+    return DocVQADataset(
+        opened.rows,
+        source_name=opened.name,
+        language=language,
+        skip_invalid=skip_invalid,
+        max_samples=max_samples,
+        base_dir=opened.base_dir,
+    )
+
+
+def _check_max_samples(max_samples: int | None) -> None:
+    """Reject a ``max_samples`` that is not a positive integer or None.
+
+    Raises:
+        ValueError: If it is zero, negative, a bool or not an integer.
+    """
+    if max_samples is None:
+        return
+    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+        raise ValueError(f"max_samples must be a positive integer, or None to use all records; got {max_samples!r}")
+
+
+# ---------------------------------------------------------------- record fields
+
+
+def _record_id(record: Any, row: int) -> str:
+    """Return the record's id, or its index when it has none."""
+    if isinstance(record, dict) and record.get("id") is not None:
+        return str(record["id"])
+    return str(row)
+
+
+def _required(record: dict[str, Any], name: str) -> Any:
+    """Return a field that must be present and not null.
+
+    Raises:
+        _RecordProblem: If the field is absent or null.
+    """
+    value = record.get(name)
+    if value is None:
+        raise _RecordProblem(f"missing field {name!r}")
+    return value
+
+
+def _question(record: dict[str, Any], language: str) -> str:
+    """Return the record's question in ``language``.
+
+    Args:
+        record: The raw record; ``query`` may be a per-language mapping or a
+            string, ``question`` a string.
+        language: Key of the ``query`` mapping.
+
+    Returns:
+        The question text.
+
+    Raises:
+        _RecordProblem: If the question is missing, empty, of the wrong type,
+            or not available in ``language``.
+    """
+    column = next((name for name in QUESTION_COLUMNS if record.get(name) is not None), None)
+    if column is None:
+        raise _RecordProblem("missing field 'query' (or 'question')")
+    value = record[column]
+    if isinstance(value, dict):
+        value = _question_in_language(value, language)
+    if not isinstance(value, str):
+        raise _RecordProblem(
+            f"{column} must be a string or a mapping of language to string, got {type(value).__name__}"
+        )
+    if not value.strip():
+        raise _RecordProblem(f"{column} is empty; expected a question")
+    return value
+
+
+def _question_in_language(query: dict[str, Any], language: str) -> Any:
+    """Pick ``language`` from a per-language query mapping.
+
+    Raises:
+        _RecordProblem: If the mapping has no question in ``language``,
+            listing the languages it does have.
+    """
+    if query.get(language) is not None:
+        return query[language]
+    # Hub structs carry every language key; a null value means "not available".
+    available = sorted(key for key, text in query.items() if text is not None)
+    have = f"it has: {', '.join(available)}" if available else "it has no question in any language"
+    raise _RecordProblem(
+        f"query has no question in language {language!r}; {have}. "
+        "Choose one of those languages (CLI: data.language=...)"
+    )
+
+
+def _answers(record: dict[str, Any]) -> tuple[str, ...]:
+    """Return the record's answers after checking they are usable.
+
+    Raises:
+        _RecordProblem: If answers are missing, not a list, empty, or hold a
+            non-string or blank entry.
+    """
+    answers = _required(record, "answers")
+    if not isinstance(answers, list):
+        raise _RecordProblem(f"answers must be a list of strings, got {type(answers).__name__}")
+    if not answers:
+        raise _RecordProblem("answers is empty; expected at least one answer string")
+    for position, answer in enumerate(answers):
+        if not isinstance(answer, str):
+            raise _RecordProblem(f"answers[{position}] is {type(answer).__name__}; expected a string")
+        if not answer.strip():
+            raise _RecordProblem(f"answers[{position}] is an empty string")
+    return tuple(answers)
+
+
+def _load_image(value: Any, base_dir: Path | None, name: str) -> Image.Image:
+    """Decode an image field to RGB.
+
+    Args:
+        value: ``{"bytes", "path"}`` (bytes win when both are set), a path
+            string, or a PIL image.
+        base_dir: Folder for relative paths; None leaves them as they are.
+        name: How to refer to the record in messages.
+
+    Returns:
+        The decoded RGB image.
+
+    Raises:
+        ImageLoadError: If the value holds no image or cannot be decoded.
+    """
+    if isinstance(value, Image.Image):
+        return to_rgb(value)
+    if isinstance(value, str):
+        return load_page(_resolve(value, base_dir))
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            return decode_image_bytes(value["bytes"], name)
+        if value.get("path") is not None:
+            return load_page(_resolve(value["path"], base_dir))
+        raise ImageLoadError(f"{name}: image has neither bytes nor a path")
+    raise ImageLoadError(
+        f"{name}: image must be a path, a {{'bytes', 'path'}} mapping or a PIL image, got {type(value).__name__}"
+    )
+
+
+def _resolve(path: str, base_dir: Path | None) -> Path:
+    """Resolve a possibly relative image path against ``base_dir``."""
+    resolved = Path(path).expanduser()
+    if base_dir is not None and not resolved.is_absolute():
+        return base_dir / resolved
+    return resolved
+
+
+# ---------------------------------------------------------------- sources
+
+
+def _open_source(source: str, split: str) -> _OpenedSource:
+    """Open whatever ``source`` names: a local file, folder, or hub id.
+
+    Raises:
+        DataError: If a local-looking path does not exist, or the source
+            cannot be read.
+    """
+    path = Path(source).expanduser()
+    if path.is_file():
+        return _open_file(path)
+    if path.is_dir():
+        return _open_folder(path, split)
+    if _looks_local(source):
+        raise DataError(
+            f"Data source {source!r} does not exist (looked for {path.absolute()}). "
+            "Check the path, or give a Hugging Face hub dataset id such as 'nielsr/docvqa_1200_examples'."
+        )
+    return _open_hub(source, split)
+
+
+def _looks_local(source: str) -> bool:
+    """Tell whether a non-existent source was meant as a local path, not a hub id."""
+    return source.startswith((".", "/", "~")) or source.endswith((".parquet", ".jsonl"))
+
+
+def _open_file(path: Path) -> _OpenedSource:
+    """Open a single ``.parquet`` or ``.jsonl`` file.
+
+    Raises:
+        DataError: For any other file type.
+    """
+    if path.suffix == ".parquet":
+        return _open_parquet([path], str(path), path.parent)
+    if path.suffix == ".jsonl":
+        return _open_jsonl(path)
+    raise DataError(f"Unsupported data file {path}: expected {LOCAL_SOURCES_HINT}.")
+
+
+def _open_folder(path: Path, split: str) -> _OpenedSource:
+    """Open a save_to_disk folder, a split JSONL, or parquet files in ``path``.
+
+    Raises:
+        DataError: If the folder holds none of these, or not the split.
+    """
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        return _open_saved(path, split)
+    for candidate in (path / f"{split}.jsonl", path / split / "data.jsonl"):
+        if candidate.is_file():
+            return _open_jsonl(candidate)
+    files = _split_parquet_files(path, split)
+    if files:
+        return _open_parquet(files, f"{path} (split {split!r})", path)
+    raise DataError(
+        f"Folder {path} holds no data for split {split!r}: expected a save_to_disk folder, "
+        f"{split}.jsonl, {split}/data.jsonl, or .parquet files."
+    )
+
+
+def _split_parquet_files(folder: Path, split: str) -> list[Path]:
+    """Pick the parquet files of ``split`` in ``folder`` (searched recursively).
+
+    Files named after the split (``train.parquet``, ``train-00000-of-00001.parquet``)
+    are used when present; otherwise all parquet files, unless some are named
+    after other standard splits, since using them would silently mix splits.
+
+    Returns:
+        The files, sorted; empty if the folder has no parquet files.
+
+    Raises:
+        DataError: If only other splits' files are present.
+    """
+    files = sorted(folder.rglob("*.parquet"))
+    matching = [file for file in files if _named_after(file, split)]
+    if matching:
+        return matching
+    other_splits = [name for name in _SPLIT_NAMES if any(_named_after(file, name) for file in files)]
+    if other_splits:
+        raise DataError(
+            f"Folder {folder} has no parquet files for split {split!r}; it has files for: "
+            f"{', '.join(other_splits)}. Pass one of those splits."
+        )
+    return files
+
+
+def _named_after(file: Path, split: str) -> bool:
+    """Tell whether a parquet file is named after ``split`` (``train.parquet``, ``train-0.parquet``)."""
+    return file.name == f"{split}.parquet" or file.name.startswith((f"{split}-", f"{split}_", f"{split}."))
+
+
+def _open_parquet(files: list[Path], name: str, base_dir: Path) -> _OpenedSource:
+    """Load parquet files, reading only the columns doctune uses.
+
+    Raises:
+        DataError: If a file is not readable parquet or lacks a column.
+    """
+    columns = _needed_columns(_parquet_columns(files[0]), name)
+    dataset = datasets.load_dataset("parquet", data_files=[str(file) for file in files], split="train", columns=columns)
+    return _OpenedSource(_prepare(dataset, name), name, base_dir)
+
+
+def _parquet_columns(file: Path) -> list[str]:
+    """Read a parquet file's column names.
+
+    Raises:
+        DataError: If the file is not readable parquet.
+    """
+    try:
+        return pq.read_schema(file).names
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(
+            f"Could not read parquet file {file}: {exc}. Check that it is a complete parquet file."
+        ) from exc
+
+
+def _open_saved(path: Path, split: str) -> _OpenedSource:
+    """Open a folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``.
+
+    Raises:
+        DataError: If a DatasetDict lacks ``split``.
+    """
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DataError(f"{path} has no split {split!r}; available splits: {', '.join(loaded)}. Pass one of those.")
+        loaded = loaded[split]
+        name = f"{path} (split {split!r})"
+    else:
+        name = str(path)
+    return _OpenedSource(_prepare(loaded, name), name, path)
+
+
+def _open_hub(source: str, split: str) -> _OpenedSource:
+    """Load a dataset from the Hugging Face hub (or its local cache).
+
+    Raises:
+        DataError: If the hub cannot be reached, the dataset or split does not
+            exist, or required columns are missing.
+    """
+    name = f"hub dataset {source!r} (split {split!r})"
+    try:
+        dataset = datasets.load_dataset(source, split=split)
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"Could not load {name}: {exc}. Check the dataset id, the split and your network connection "
+            f"(HF_HUB_OFFLINE=1 allows only cached datasets), or pass a local copy: {LOCAL_SOURCES_HINT}."
+        ) from exc
+    return _OpenedSource(_prepare(dataset, name), name, None)
+
+
+def _open_jsonl(path: Path) -> _OpenedSource:
+    """Read a JSONL file; image paths are relative to its folder."""
+    return _OpenedSource(_read_jsonl(path), str(path), path.parent)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Parse a JSONL file into records, skipping blank lines.
+
+    Raises:
+        DataError: If a line is not a JSON object.
+    """
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{line_number} is not valid JSON ({exc.msg}); fix that line.") from exc
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"{path}:{line_number} is a JSON {type(record).__name__}; expected an object "
+                    "with image, query (or question) and answers."
+                )
+            records.append(record)
+    return records
+
+
+def _needed_columns(columns: Sequence[str], name: str) -> list[str]:
+    """Choose the columns to keep, checking the required ones exist.
+
+    Args:
+        columns: Columns the source has.
+        name: Source name for messages.
+
+    Returns:
+        ``id`` (when present), ``image``, the question column and ``answers``.
+
+    Raises:
+        DataError: If ``image``, ``answers`` or a question column is missing.
+    """
+    question = next((column for column in QUESTION_COLUMNS if column in columns), None)
+    missing = [column for column in ("image", "answers") if column not in columns]
+    if question is None:
+        missing.append("query")
+    if missing:
+        raise DataError(
+            f"{name} lacks column(s) {', '.join(missing)}; it has: {', '.join(columns)}. "
+            "Expected the DocVQA layout: id, image, query (or question), answers."
+        )
+    return [column for column in ("id", "image", question, "answers") if column in columns]
+
+
+def _prepare(dataset: datasets.Dataset, name: str) -> datasets.Dataset:
+    """Keep the needed columns and switch off automatic image decoding.
+
+    Raises:
+        DataError: If columns are missing or ``image`` is neither an image
+            feature nor a path string.
+    """
+    dataset = dataset.select_columns(_needed_columns(dataset.column_names, name))
+    feature = dataset.features["image"]
+    if isinstance(feature, datasets.Image):
+        # Raw {"bytes", "path"} values let us decode with doctune's robust loaders, lazily.
+        return dataset.cast_column("image", datasets.Image(decode=False))
+    if feature == datasets.Value("string"):
+        return dataset
+    raise DataError(f"{name}: column 'image' has type {feature}; expected a datasets Image feature or path strings.")

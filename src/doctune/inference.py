@@ -1,0 +1,68 @@
+"""Answer questions about page images with batched greedy generation.
+
+One :class:`Predictor` serves evaluation, ``doctune predict`` and any HTTP front end, so they all
+render prompts and decode answers the same way.
+"""
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from PIL import Image
+
+from doctune.checkpoint import load_for_inference
+from doctune.models import default_device
+from doctune.prompt import END_OF_UTTERANCE, collate_for_generation
+
+
+class Predictor:
+    """A model and its processor, ready to answer questions.
+
+    Args:
+        model: an Idefics2-style model in eval mode.
+        processor: its processor (chat template, tokenizer, image processor).
+        max_new_tokens: upper bound on answer length in tokens.
+    """
+
+    def __init__(self, model, processor, max_new_tokens: int = 32):
+        self.model = model
+        self.processor = processor
+        self.max_new_tokens = max_new_tokens
+        tokenizer = processor.tokenizer
+        self._stop_ids = [tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE), tokenizer.eos_token_id]
+        self._pad_id = tokenizer.pad_token_id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def answer(self, images: Sequence[Image.Image], questions: Sequence[str]) -> list[str]:
+        """Greedy answers for one batch of (image, question) pairs, stripped of whitespace."""
+        batch = collate_for_generation(self.processor, list(images), list(questions))
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        output = self.model.generate(
+            **batch,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            eos_token_id=self._stop_ids,
+            pad_token_id=self._pad_id,
+        )
+        # Left padding puts every prompt's end at the same column, so the answers start there.
+        answers = output[:, batch["input_ids"].shape[1]:]
+        texts = self.processor.batch_decode(answers, skip_special_tokens=True)
+        return [text.strip() for text in texts]
+
+    def answer_all(
+        self, images: Sequence[Image.Image], questions: Sequence[str], batch_size: int = 8
+    ) -> Iterator[list[str]]:
+        """Yield answers batch by batch, so callers can show progress."""
+        for start in range(0, len(questions), batch_size):
+            end = start + batch_size
+            yield self.answer(images[start:end], questions[start:end])
+
+
+def load_predictor(spec: str, max_new_tokens: int = 32, precision: str = "auto") -> Predictor:
+    """A :class:`Predictor` for a hub id, model folder, run or checkpoint folder, or ``doctune-tiny``."""
+    model, processor = load_for_inference(spec, default_device(), precision)
+    return Predictor(model, processor, max_new_tokens)
