@@ -1,0 +1,172 @@
+"""Training behaviour of every method on the tiny model: what changes, what is saved, resume."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+
+import doctune.train as train_module
+from doctune.checkpoint import CHECKPOINTS, LAST, find_model_dir, load_for_inference
+from doctune.config import ConfigError, load_config
+from doctune.models import MODEL_CLASS, TINY_MODEL_DIR
+from doctune.train import RunFolderError, train
+
+PROCESSOR_FILES = {"chat_template.jinja", "processor_config.json", "tokenizer.json", "tokenizer_config.json"}
+STATE_FILES = {"config.yaml", "versions.json", "trainer_state.json", "training_state.pt"}
+ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "README.md"}
+FULL_FILES = {"config.json", "generation_config.json", "model.safetensors"}
+
+
+def make_config(folder, output, *overrides):
+    return load_config(None, [
+        f"data.train={folder}", f"train.output={output}", "train.batch_size=2", "train.grad_accum=1",
+        "train.max_steps=2", "train.learning_rate=1e-3", "train.warmup_steps=0", "train.log_every=1",
+        "train.save_every=2", *overrides,
+    ])
+
+
+@pytest.fixture
+def captured_model(monkeypatch):
+    """Keep the model train() builds, with a copy of every weight taken before training."""
+    seen = {}
+    original = train_module.load_model
+
+    def load_and_snapshot(settings, device):
+        model = original(settings, device)
+        seen["model"] = model
+        seen["before"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        return model
+
+    monkeypatch.setattr(train_module, "load_model", load_and_snapshot)
+    return seen
+
+
+METHODS = [
+    ("full", []),
+    ("full", ["model.freeze_vision=true"]),
+    ("lora", []),
+    ("dora", []),
+    ("qlora", []),
+    ("qlora", ["model.lora.use_dora=true"]),
+]
+
+
+@pytest.mark.parametrize(("method", "extra"), METHODS, ids=["full", "full-frozen-vision", "lora", "dora", "qlora", "qdora"])
+def test_trainable_parameters_change_and_frozen_ones_do_not(docvqa_folder, tmp_path, captured_model, method, extra):
+    train(make_config(docvqa_folder, tmp_path / "run", f"model.method={method}", *extra))
+    model, before = captured_model["model"], captured_model["before"]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable, "nothing was trainable"
+    for name, param in model.named_parameters():
+        changed = not torch.equal(param.detach(), before[name])
+        if name in trainable and name.endswith("lora_B.default.weight"):
+            assert changed, f"{name} was trainable but did not change"
+        elif name not in trainable:
+            assert not changed, f"{name} was frozen but changed"
+    changed_trainable = [n for n in trainable if not torch.equal(dict(model.named_parameters())[n].detach(), before[n])]
+    assert len(changed_trainable) >= 0.9 * len(trainable)
+    if method == "full" and extra:
+        assert not any(n.startswith("model.vision_model.") for n in trainable)
+    if method != "full":
+        assert not any("vision_model" in n for n in trainable)
+    if method == "qlora":
+        import bitsandbytes as bnb
+        assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()), "qlora did not quantize to 4-bit"
+
+
+@pytest.mark.parametrize(("method", "weights"), [("lora", ADAPTER_FILES), ("full", FULL_FILES)])
+def test_checkpoint_folder_holds_exactly_the_expected_files(docvqa_folder, tmp_path, method, weights):
+    run = train(make_config(docvqa_folder, tmp_path / "run", f"model.method={method}", "train.save_every=1"))
+    steps = sorted(p.name for p in (run / CHECKPOINTS).iterdir() if p.name != LAST)
+    assert steps == ["step-00000001", "step-00000002"]
+    assert (run / CHECKPOINTS / LAST).resolve().name == "step-00000002"
+    files = {p.name for p in (run / CHECKPOINTS / "step-00000002").iterdir()}
+    assert files == weights | PROCESSOR_FILES | STATE_FILES
+    state = json.loads((run / CHECKPOINTS / "step-00000002" / "trainer_state.json").read_text())
+    assert state["step"] == 2 and state["batches_in_epoch"] == 2
+
+
+def test_only_the_newest_checkpoints_are_kept(docvqa_folder, tmp_path):
+    run = train(make_config(docvqa_folder, tmp_path / "run", "model.method=full", "train.max_steps=3",
+                            "train.save_every=1", "train.keep_last=2"))
+    assert sorted(p.name for p in (run / CHECKPOINTS).glob("step-*")) == ["step-00000002", "step-00000003"]
+
+
+def _losses(run):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {row["step"]: row["loss"] for row in rows if "loss" in row}
+
+
+def test_a_killed_and_resumed_run_reaches_the_same_loss(docvqa_folder, tmp_path, monkeypatch):
+    # LoRA dropout 0.1 makes the run depend on the RNG state, which resume must restore.
+    settings = ["model.method=lora", "train.max_steps=6", "train.save_every=1"]
+    whole = train(make_config(docvqa_folder, tmp_path / "whole", *settings))
+
+    original = train_module.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        path = original(*args, **kwargs)
+        if path.name == "step-00000003":
+            raise KeyboardInterrupt("simulated kill after step 3")
+        return path
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    config = make_config(docvqa_folder, tmp_path / "split", *settings)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    monkeypatch.setattr(train_module, "save_checkpoint", original)
+    resumed = train(config, resume=True)
+
+    expected, got = _losses(whole), _losses(resumed)
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
+    for step in (4, 5, 6):  # steps 4-6 ran after the resume, crossing into the second epoch
+        assert got[step] == pytest.approx(expected[step], rel=1e-5)
+    a = torch.load(whole / CHECKPOINTS / LAST / "training_state.pt", weights_only=False)
+    b = torch.load(resumed / CHECKPOINTS / LAST / "training_state.pt", weights_only=False)
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_resume_refuses_changed_settings(docvqa_folder, tmp_path):
+    train(make_config(docvqa_folder, tmp_path / "run", "model.method=full"))
+    with pytest.raises(ConfigError, match=r"train.learning_rate: 0.001 -> 0.01"):
+        train(make_config(docvqa_folder, tmp_path / "run", "model.method=full", "train.learning_rate=0.01"), resume=True)
+
+
+def test_a_second_run_into_the_same_folder_is_refused(docvqa_folder, tmp_path):
+    config = make_config(docvqa_folder, tmp_path / "run", "model.method=full", "train.max_steps=1")
+    train(config)
+    with pytest.raises(RunFolderError, match="--resume"):
+        train(config)
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(docvqa_folder, tmp_path):
+    common = ["model.method=full", "train.max_steps=1", "train.save_every=1", "train.weight_decay=0"]
+    big = train(make_config(docvqa_folder, tmp_path / "big", *common, "train.batch_size=4", "train.grad_accum=1"))
+    small = train(make_config(docvqa_folder, tmp_path / "small", *common, "train.batch_size=2", "train.grad_accum=2"))
+    assert _losses(big)[1] == pytest.approx(_losses(small)[1], rel=1e-5)
+    a = MODEL_CLASS.from_pretrained(big / CHECKPOINTS / LAST).state_dict()
+    b = MODEL_CLASS.from_pretrained(small / CHECKPOINTS / LAST).state_dict()
+    base = MODEL_CLASS.from_pretrained(TINY_MODEL_DIR).state_dict()
+    assert any(not torch.equal(a[k], base[k]) for k in a)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+def test_merged_lora_gives_the_outputs_of_base_plus_adapter(docvqa_folder, tmp_path):
+    run = train(make_config(docvqa_folder, tmp_path / "run", "model.method=lora", "train.eval_every=2",
+                            "data.max_eval_samples=2"))
+    directory, config = find_model_dir(str(run))
+    assert directory == str(run / "best") and config.model.method == "lora"
+    merged, processor = load_for_inference(str(run), torch.device("cpu"), "fp32")
+    unmerged = PeftModel.from_pretrained(MODEL_CLASS.from_pretrained(TINY_MODEL_DIR), directory).eval()
+    from PIL import Image
+
+    from doctune.prompt import collate_for_generation
+    batch = collate_for_generation(processor, [Image.new("RGB", (90, 120), "white")], ["What is the total?"])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, unmerged(**batch).logits, rtol=1e-4, atol=1e-5)
+    # and the adapter really changed the model
+    with torch.no_grad():
+        base_logits = MODEL_CLASS.from_pretrained(TINY_MODEL_DIR).eval()(**batch).logits
+    assert not torch.allclose(base_logits, merged(**batch).logits)
