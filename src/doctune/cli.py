@@ -71,6 +71,7 @@ def _add_synth(sub) -> None:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="fine-tune doctune-tiny on a new kind of document and show before/after")
     p.add_argument("--output", required=True)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="demo settings, e.g. max_steps=100 train_docs=200")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,10 +135,18 @@ def cmd_synth(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from doctune.demo import run_demo
+    from doctune.demo import DemoSettings, run_demo
 
-    report = run_demo(Path(args.output))
+    settings = DemoSettings.model_validate(dict(_demo_override(item) for item in args.overrides))
+    report = run_demo(Path(args.output), settings)
     print(json.dumps(report, indent=2))
+
+
+def _demo_override(item: str) -> tuple[str, object]:
+    from doctune.config import parse_override
+
+    keys, value = parse_override(item)
+    return ".".join(keys), value
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "score": cmd_score, "predict": cmd_predict,

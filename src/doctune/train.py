@@ -181,6 +181,34 @@ def _optimizer_step(accelerator: Accelerator, model, stream: _BatchStream, confi
     return total, tokens
 
 
+def _due(step: int, every: int, last: int) -> bool:
+    return step % every == 0 or step == last
+
+
+class _LogWindow:
+    """Token-weighted mean loss and speed over the steps since the last log line."""
+
+    def __init__(self):
+        self.loss_sum, self.tokens, self.steps, self.seconds = 0.0, 0, 0, 0.0
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        self._start = time.perf_counter()
+
+    def add(self, mean_loss: float, tokens: int) -> None:
+        self.loss_sum += mean_loss * tokens
+        self.tokens += tokens
+        self.steps += 1
+        self.seconds += time.perf_counter() - self._start
+        self.restart_clock()
+
+    def flush(self, **extra) -> dict:
+        metrics = {"loss": self.loss_sum / max(self.tokens, 1), "steps_per_s": self.steps / max(self.seconds, 1e-9)}
+        metrics.update({k: v for k, v in extra.items() if v is not None})
+        self.loss_sum, self.tokens, self.steps, self.seconds = 0.0, 0, 0, 0.0
+        return metrics
+
+
 def _log(accelerator: Accelerator, run_dir: Path, step: int, metrics: dict) -> None:
     accelerator.log(metrics, step=step)
     if accelerator.is_main_process:
@@ -233,7 +261,7 @@ def train(config: Config, resume: bool = False) -> Path:
     stream = _BatchStream(accelerator, train_data, processor, config, state)
     bar = tqdm(total=config.train.max_steps, initial=state.step, desc="training", unit="step",
                disable=not accelerator.is_main_process)
-    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+    window = _LogWindow()
     while state.step < config.train.max_steps:
         loss, tokens = _optimizer_step(accelerator, model, stream, config)
         grad_norm = None
@@ -243,27 +271,25 @@ def train(config: Config, resume: bool = False) -> Path:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        window_loss, window_tokens = window_loss + loss * tokens, window_tokens + tokens
         bar.update(1)
-        if state.step % config.train.log_every == 0 or state.step == config.train.max_steps:
-            elapsed = time.perf_counter() - window_start
-            metrics = {"loss": window_loss / max(window_tokens, 1), "lr": scheduler.get_last_lr()[0],
-                       "grad_norm": grad_norm, "epoch": state.epoch, "steps_per_s": config.train.log_every / elapsed}
-            metrics = {k: v for k, v in metrics.items() if v is not None}
+        window.add(loss, tokens)
+        if _due(state.step, config.train.log_every, config.train.max_steps):
+            metrics = window.flush(lr=scheduler.get_last_lr()[0], grad_norm=grad_norm, epoch=state.epoch)
             _log(accelerator, run_dir, state.step, metrics)
             state.log.append({"step": state.step, "loss": metrics["loss"]})
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-            window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
-        if eval_data is not None and (state.step % config.train.eval_every == 0 or state.step == config.train.max_steps):
+        if eval_data is not None and _due(state.step, config.train.eval_every, config.train.max_steps):
             if accelerator.is_main_process:
                 scores = _evaluate_and_keep_best(accelerator, model, processor, eval_data, config, state, run_dir)
                 _log(accelerator, run_dir, state.step, {f"eval/{k}": v for k, v in scores.items()})
             accelerator.wait_for_everyone()
-        if state.step % config.train.save_every == 0 or state.step == config.train.max_steps:
+            window.restart_clock()  # evaluation time is not training speed
+        if _due(state.step, config.train.save_every, config.train.max_steps):
             if accelerator.is_main_process:
                 save_checkpoint(accelerator.unwrap_model(model), processor, optimizer, scheduler, config, state, run_dir)
                 prune_checkpoints(run_dir, config.train.keep_last)
             accelerator.wait_for_everyone()
+            window.restart_clock()
     bar.close()
     accelerator.end_training()
     return run_dir
