@@ -11,7 +11,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))  # the fixtures helper module
 
 import pytest  # noqa: E402
-
 from fixtures import make_docvqa_parquet_folder  # noqa: E402
 
 

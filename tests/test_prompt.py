@@ -5,7 +5,13 @@ import torch
 from PIL import Image
 
 from doctune.models import load_processor
-from doctune.prompt import IGNORE_INDEX, answer_labels, collate_for_generation, collate_for_training, render_prompt
+from doctune.prompt import (
+    IGNORE_INDEX,
+    answer_labels,
+    collate_for_generation,
+    collate_for_training,
+    render_prompt,
+)
 
 X = IGNORE_INDEX
 EOU = 9
