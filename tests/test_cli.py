@@ -91,3 +91,13 @@ def test_predict_pdf_page_out_of_range_names_the_page_count(tmp_path, capsys):
     Image.new("RGB", (100, 100), "white").save(pdf)
     assert main(["predict", "--model", "doctune-tiny", "--image", str(pdf), "--page", "3", "--question", "Q?"]) == 2
     assert "1 page" in capsys.readouterr().err
+
+
+def test_synth_writes_a_dataset_that_train_and_eval_read(tmp_path, capsys):
+    out = tmp_path / "docs"
+    assert main(["synth", "--kinds", "invoice", "receipt", "--num-docs", "2", "--seed", "3", "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in rows} == {"invoice", "receipt"}
+    assert all((out / r["image"]).is_file() and r["answers"] and r["query"]["en"] for r in rows)
+    from doctune.data import load_docvqa
+    assert len(load_docvqa(str(out / "data.jsonl"))) == len(rows)

@@ -189,7 +189,7 @@ def find_model_dir(spec: str) -> tuple[str, Config | None]:
         ConfigError: a run folder that holds no checkpoint yet.
     """
     path = Path(spec)
-    if path.is_dir() and (path / CHECKPOINTS).is_dir() or (path / BEST).is_dir():
+    if (path / CHECKPOINTS).is_dir() or (path / BEST).is_dir():
         chosen = path / BEST if (path / BEST).is_dir() else last_checkpoint(path)
         if chosen is None:
             raise ConfigError(f"{spec}: this run folder has no checkpoint yet; train it first")
