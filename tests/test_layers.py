@@ -10,6 +10,7 @@ LAYERS = [
     {"errors", "files"},
     {"metrics", "images"},
     {"config", "synth"},
+    {"sources"},
     {"data", "prompt"},
     {"models"},
     {"checkpoint"},

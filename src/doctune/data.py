@@ -14,38 +14,24 @@ decoded pages of a whole split do not fit in memory.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import datasets
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch.utils.data
 from PIL import Image
 from tqdm import tqdm
 
-from doctune.errors import DoctuneError
 from doctune.images import ImageLoadError, decode_image_bytes, load_page, to_rgb
+from doctune.sources import QUESTION_COLUMNS, DataError, open_source
 
 SKIP_HINT = (
     "Fix the record, or pass skip_invalid=True (CLI: data.skip_invalid=true) to skip invalid records and count them."
 )
-LOCAL_SOURCES_HINT = "a save_to_disk folder, a .parquet file or folder of .parquet files, or a .jsonl file"
-# Column names accepted for the question, in order of preference.
-QUESTION_COLUMNS = ("query", "question")
-# Parquet files named after one of these are split files; see _split_parquet_files.
-_SPLIT_NAMES = ("train", "test", "validation", "valid", "val", "dev", "eval")
 
 
-class DataError(DoctuneError, ValueError):
-    """The data source or one of its records cannot be used.
 
-    The message names the source, and for record problems the record index,
-    its id, what is wrong and how to proceed.
-    """
 
 
 class _RecordProblem(Exception):
@@ -97,13 +83,7 @@ class _Entry:
     answers: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class _OpenedSource:
-    """Rows of a source, ready for validation."""
 
-    rows: Sequence[dict[str, Any]]
-    name: str
-    base_dir: Path | None
 
 
 class DocVQADataset(torch.utils.data.Dataset):
@@ -278,7 +258,7 @@ def load_docvqa(
         ValueError: If ``max_samples`` is not a positive integer or None.
     """
     _check_max_samples(max_samples)
-    opened = _open_source(str(source), split)
+    opened = open_source(str(source), split)
     return DocVQADataset(
         opened.rows,
         source_name=opened.name,
@@ -427,226 +407,3 @@ def _resolve(path: str, base_dir: Path | None) -> Path:
     if base_dir is not None and not resolved.is_absolute():
         return base_dir / resolved
     return resolved
-
-
-# ---------------------------------------------------------------- sources
-
-
-def _open_source(source: str, split: str) -> _OpenedSource:
-    """Open whatever ``source`` names: a local file, folder, or hub id.
-
-    Raises:
-        DataError: If a local-looking path does not exist, or the source
-            cannot be read.
-    """
-    path = Path(source).expanduser()
-    if path.is_file():
-        return _open_file(path)
-    if path.is_dir():
-        return _open_folder(path, split)
-    if _looks_local(source):
-        raise DataError(
-            f"Data source {source!r} does not exist (looked for {path.absolute()}). "
-            "Check the path, or give a Hugging Face hub dataset id such as 'nielsr/docvqa_1200_examples'."
-        )
-    return _open_hub(source, split)
-
-
-def _looks_local(source: str) -> bool:
-    """Tell whether a non-existent source was meant as a local path, not a hub id."""
-    return source.startswith((".", "/", "~")) or source.endswith((".parquet", ".jsonl"))
-
-
-def _open_file(path: Path) -> _OpenedSource:
-    """Open a single ``.parquet`` or ``.jsonl`` file.
-
-    Raises:
-        DataError: For any other file type.
-    """
-    if path.suffix == ".parquet":
-        return _open_parquet([path], str(path), path.parent)
-    if path.suffix == ".jsonl":
-        return _open_jsonl(path)
-    raise DataError(f"Unsupported data file {path}: expected {LOCAL_SOURCES_HINT}.")
-
-
-def _open_folder(path: Path, split: str) -> _OpenedSource:
-    """Open a save_to_disk folder, a split JSONL, or parquet files in ``path``.
-
-    Raises:
-        DataError: If the folder holds none of these, or not the split.
-    """
-    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-        return _open_saved(path, split)
-    for candidate in (path / f"{split}.jsonl", path / split / "data.jsonl"):
-        if candidate.is_file():
-            return _open_jsonl(candidate)
-    files = _split_parquet_files(path, split)
-    if files:
-        return _open_parquet(files, f"{path} (split {split!r})", path)
-    raise DataError(
-        f"Folder {path} holds no data for split {split!r}: expected a save_to_disk folder, "
-        f"{split}.jsonl, {split}/data.jsonl, or .parquet files."
-    )
-
-
-def _split_parquet_files(folder: Path, split: str) -> list[Path]:
-    """Pick the parquet files of ``split`` in ``folder`` (searched recursively).
-
-    Files named after the split (``train.parquet``, ``train-00000-of-00001.parquet``)
-    are used when present; otherwise all parquet files, unless some are named
-    after other standard splits, since using them would silently mix splits.
-
-    Returns:
-        The files, sorted; empty if the folder has no parquet files.
-
-    Raises:
-        DataError: If only other splits' files are present.
-    """
-    files = sorted(folder.rglob("*.parquet"))
-    matching = [file for file in files if _named_after(file, split)]
-    if matching:
-        return matching
-    other_splits = [name for name in _SPLIT_NAMES if any(_named_after(file, name) for file in files)]
-    if other_splits:
-        raise DataError(
-            f"Folder {folder} has no parquet files for split {split!r}; it has files for: "
-            f"{', '.join(other_splits)}. Pass one of those splits."
-        )
-    return files
-
-
-def _named_after(file: Path, split: str) -> bool:
-    """Tell whether a parquet file is named after ``split`` (``train.parquet``, ``train-0.parquet``)."""
-    return file.name == f"{split}.parquet" or file.name.startswith((f"{split}-", f"{split}_", f"{split}."))
-
-
-def _open_parquet(files: list[Path], name: str, base_dir: Path) -> _OpenedSource:
-    """Load parquet files, reading only the columns doctune uses.
-
-    Raises:
-        DataError: If a file is not readable parquet or lacks a column.
-    """
-    columns = _needed_columns(_parquet_columns(files[0]), name)
-    dataset = datasets.load_dataset("parquet", data_files=[str(file) for file in files], split="train", columns=columns)
-    return _OpenedSource(_prepare(dataset, name), name, base_dir)
-
-
-def _parquet_columns(file: Path) -> list[str]:
-    """Read a parquet file's column names.
-
-    Raises:
-        DataError: If the file is not readable parquet.
-    """
-    try:
-        return pq.read_schema(file).names
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(
-            f"Could not read parquet file {file}: {exc}. Check that it is a complete parquet file."
-        ) from exc
-
-
-def _open_saved(path: Path, split: str) -> _OpenedSource:
-    """Open a folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``.
-
-    Raises:
-        DataError: If a DatasetDict lacks ``split``.
-    """
-    loaded = datasets.load_from_disk(str(path))
-    if isinstance(loaded, datasets.DatasetDict):
-        if split not in loaded:
-            raise DataError(f"{path} has no split {split!r}; available splits: {', '.join(loaded)}. Pass one of those.")
-        loaded = loaded[split]
-        name = f"{path} (split {split!r})"
-    else:
-        name = str(path)
-    return _OpenedSource(_prepare(loaded, name), name, path)
-
-
-def _open_hub(source: str, split: str) -> _OpenedSource:
-    """Load a dataset from the Hugging Face hub (or its local cache).
-
-    Raises:
-        DataError: If the hub cannot be reached, the dataset or split does not
-            exist, or required columns are missing.
-    """
-    name = f"hub dataset {source!r} (split {split!r})"
-    try:
-        dataset = datasets.load_dataset(source, split=split)
-    except (OSError, ValueError) as exc:
-        raise DataError(
-            f"Could not load {name}: {exc}. Check the dataset id, the split and your network connection "
-            f"(HF_HUB_OFFLINE=1 allows only cached datasets), or pass a local copy: {LOCAL_SOURCES_HINT}."
-        ) from exc
-    return _OpenedSource(_prepare(dataset, name), name, None)
-
-
-def _open_jsonl(path: Path) -> _OpenedSource:
-    """Read a JSONL file; image paths are relative to its folder."""
-    return _OpenedSource(_read_jsonl(path), str(path), path.parent)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Parse a JSONL file into records, skipping blank lines.
-
-    Raises:
-        DataError: If a line is not a JSON object.
-    """
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_number} is not valid JSON ({exc.msg}); fix that line.") from exc
-            if not isinstance(record, dict):
-                raise DataError(
-                    f"{path}:{line_number} is a JSON {type(record).__name__}; expected an object "
-                    "with image, query (or question) and answers."
-                )
-            records.append(record)
-    return records
-
-
-def _needed_columns(columns: Sequence[str], name: str) -> list[str]:
-    """Choose the columns to keep, checking the required ones exist.
-
-    Args:
-        columns: Columns the source has.
-        name: Source name for messages.
-
-    Returns:
-        ``id`` (when present), ``image``, the question column and ``answers``.
-
-    Raises:
-        DataError: If ``image``, ``answers`` or a question column is missing.
-    """
-    question = next((column for column in QUESTION_COLUMNS if column in columns), None)
-    missing = [column for column in ("image", "answers") if column not in columns]
-    if question is None:
-        missing.append("query")
-    if missing:
-        raise DataError(
-            f"{name} lacks column(s) {', '.join(missing)}; it has: {', '.join(columns)}. "
-            "Expected the DocVQA layout: id, image, query (or question), answers."
-        )
-    return [column for column in ("id", "image", question, "answers") if column in columns]
-
-
-def _prepare(dataset: datasets.Dataset, name: str) -> datasets.Dataset:
-    """Keep the needed columns and switch off automatic image decoding.
-
-    Raises:
-        DataError: If columns are missing or ``image`` is neither an image
-            feature nor a path string.
-    """
-    dataset = dataset.select_columns(_needed_columns(dataset.column_names, name))
-    feature = dataset.features["image"]
-    if isinstance(feature, datasets.Image):
-        # Raw {"bytes", "path"} values let us decode with doctune's robust loaders, lazily.
-        return dataset.cast_column("image", datasets.Image(decode=False))
-    if feature == datasets.Value("string"):
-        return dataset
-    raise DataError(f"{name}: column 'image' has type {feature}; expected a datasets Image feature or path strings.")
