@@ -15,7 +15,7 @@ LAYERS = [
     {"models"},
     {"checkpoint"},
     {"inference"},
-    {"evaluate"},
+    {"evaluate", "serve"},
     {"train"},
     {"demo"},
     {"cli"},

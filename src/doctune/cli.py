@@ -1,4 +1,4 @@
-"""The ``doctune`` command line: train, eval, score, predict, synth, demo.
+"""The ``doctune`` command line: train, eval, score, predict, serve, synth, demo.
 
 Each subcommand is a thin layer that turns arguments into a library call; user errors (bad
 settings, bad data, bad files) end with a one-line message and exit status 2, anything
@@ -74,11 +74,20 @@ def _add_demo(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="demo settings, e.g. max_steps=100 train_docs=200")
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="answer questions about uploaded pages over HTTP")
+    p.add_argument("--model", required=True, help="hub id, model folder, run folder, checkpoint or doctune-tiny")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="doctune", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_eval, _add_score, _add_predict, _add_synth, _add_demo):
+    for add in (_add_train, _add_eval, _add_score, _add_predict, _add_serve, _add_synth, _add_demo):
         add(sub)
     return parser
 
@@ -127,6 +136,16 @@ def cmd_predict(args) -> None:
         print(answer)
 
 
+def cmd_serve(args) -> None:
+    import uvicorn
+
+    from doctune.inference import load_predictor
+    from doctune.serve import create_app
+
+    app = create_app(load_predictor(args.model, args.max_new_tokens, args.precision), args.model)
+    uvicorn.run(app, host=args.host, port=args.port)
+
+
 def cmd_synth(args) -> None:
     from doctune.synth import write_dataset
 
@@ -149,7 +168,7 @@ def _demo_override(item: str) -> tuple[str, object]:
     return ".".join(keys), value
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "score": cmd_score, "predict": cmd_predict,
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "score": cmd_score, "predict": cmd_predict, "serve": cmd_serve,
             "synth": cmd_synth, "demo": cmd_demo}
 
 

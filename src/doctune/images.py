@@ -63,16 +63,16 @@ def load_page(path: str | os.PathLike, page: int = 1, dpi: int = DEFAULT_DPI) ->
     return _decode_raster(name, name, page)
 
 
-def decode_image_bytes(data: bytes, name: str) -> Image.Image:
-    """Decode an image stored as bytes (e.g. in a dataset) to RGB.
+def decode_image_bytes(data: bytes, name: str, page: int = 1) -> Image.Image:
+    """Decode an image stored as bytes (e.g. in a dataset or an upload) to RGB.
 
-    PDF bytes are accepted too; their first page is rendered at
-    :data:`DEFAULT_DPI`.
+    PDF bytes are accepted too; page ``page`` is rendered at :data:`DEFAULT_DPI`.
 
     Args:
         data: Encoded image or PDF bytes.
         name: How to refer to the image in error messages (a file name or a
             dataset row id).
+        page: 1-based page (PDF) or frame (multi-page TIFF) to decode.
 
     Returns:
         The fully decoded image as RGB.
@@ -84,12 +84,13 @@ def decode_image_bytes(data: bytes, name: str) -> Image.Image:
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"{name}: expected encoded image bytes, got {type(data).__name__}")
+    _check_page_and_dpi(name, page, DEFAULT_DPI)
     payload = bytes(data)
     if not payload:
         raise ImageLoadError(f"{name}: image data is empty (0 bytes); check that the dataset stores the image")
     if _looks_like_pdf(payload[:_PDF_HEADER_WINDOW]):
-        return _render_pdf(payload, name, 1, DEFAULT_DPI)
-    return _decode_raster(io.BytesIO(payload), name, 1)
+        return _render_pdf(payload, name, page, DEFAULT_DPI)
+    return _decode_raster(io.BytesIO(payload), name, page)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
