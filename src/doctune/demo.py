@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Literal
 
 import matplotlib
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -44,17 +45,17 @@ class DemoSettings(BaseModel):
 
     model: str = Field("doctune-tiny", description="Model to fine-tune.")
     kind: str = Field("invoice", description="Target document kind; doctune-tiny was not pre-trained on it.")
-    train_docs: int = Field(300, gt=0, description="Target-domain pages to fine-tune on.")
-    eval_docs: int = Field(50, gt=0, description="Held-out target-domain pages (about 5 questions each).")
+    train_docs: int = Field(200, gt=0, description="Target-domain pages to fine-tune on.")
+    eval_docs: int = Field(45, gt=0, description="Held-out target-domain pages (about 5 questions each).")
     train_seed: int = 1001
     eval_seed: int = 2002
-    method: str = Field("full", description="Fine-tuning method (full or lora).")
-    max_steps: int = Field(150, gt=0)
+    method: Literal["full", "lora", "dora"] = Field("full", description="Fine-tuning method.")
+    max_steps: int = Field(80, gt=0)
     batch_size: int = Field(16, gt=0)
     learning_rate: float = Field(3e-4, gt=0)
-    warmup_steps: int = Field(15, ge=0)
-    eval_every: int = Field(50, gt=0, description="Steps between the curve's ANLS points.")
-    curve_eval_samples: int = Field(60, gt=0, description="Questions per curve point (the final eval uses all).")
+    warmup_steps: int = Field(8, ge=0)
+    eval_every: int = Field(40, gt=0, description="Steps between the curve's ANLS points.")
+    curve_eval_samples: int = Field(48, gt=0, description="Questions per curve point (the final eval uses all).")
     eval_batch_size: int = Field(32, gt=0)
     max_new_tokens: int = Field(24, gt=0)
     examples_shown: int = Field(12, ge=0, description="Eval pages shown in report.html.")
