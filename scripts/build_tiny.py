@@ -34,7 +34,10 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 CHARACTERS = [chr(i) for i in range(32, 127)] + ["\n", "€", "£", "¥", "°", "§", "é", "è", "ü", "ö", "ä", "ß", "ñ"]
 
 IMAGE_LONGEST_EDGE = 384
-IMAGE_SEQ_LEN = 64  # visual tokens per image, the perceiver's latents
+# Visual tokens per image, the perceiver's latents. 128 rather than 64: ``pretrain_tiny.py`` lays them
+# out on an 8 x 16 grid over the page, each carrying the few characters of its cell, and 64 latents
+# cannot hold a whole page of characters.
+IMAGE_SEQ_LEN = 128
 PATCH_SIZE = 16
 
 

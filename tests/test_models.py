@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from doctune.config import ModelSettings
-from doctune.models import UnsupportedError, check_qlora_supported, load_processor, lora_config, pick_dtype
+from doctune.models import (
+    UnsupportedError,
+    check_qlora_supported,
+    load_processor,
+    lora_config,
+    pick_dtype,
+)
 
 CPU = torch.device("cpu")
 

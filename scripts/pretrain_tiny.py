@@ -1,0 +1,824 @@
+"""Pre-train ``doctune-tiny`` to read synthetic business documents.
+
+Starts from the random-weight checkpoint of ``scripts/build_tiny.py`` and trains it, on CPU, to
+answer reading questions about rendered pages. The target domain of the demo (``invoice``) is
+never trained on; it is only evaluated zero-shot, for information.
+
+Three losses are summed:
+
+* the language-model loss on the answer tokens (chat format of the fine-tuning, loss on the
+  answer and its ``<end_of_utterance>`` only; several question/answer turns per page);
+* ``patch`` (auxiliary, dense): a linear head on every vision-encoder patch output predicts the
+  characters whose centres fall in that patch (``--patch-slots`` slots, left to right, top to
+  bottom). It teaches the vision side to see glyphs long before the language model can use them;
+* ``latent`` (auxiliary, dense): the perceiver latents are laid out on a ``--latent-grid``
+  (columns x rows) over the page and a linear head on latent ``i`` predicts the characters in grid
+  cell ``i``. It teaches the perceiver to route each page region to its own visual token.
+
+* ``crop`` (auxiliary, dense): the same patch head on ink-dense, patch-aligned crops (4 x 8
+  patches) of the resized pages: glyph learning is local, and a crop costs a fraction of a page;
+* ``route`` (auxiliary): the first perceiver layer's attention of latent ``i`` is pushed onto the
+  patches of its grid cell (-log of the attention mass there). Without it the latents all see the
+  same average of the page for hundreds of steps (uniform attention at init).
+
+The heads live outside the Idefics2 model and are discarded when the checkpoint is saved, so the
+output is a plain ``Idefics2ForConditionalGeneration`` + processor folder.
+
+Initialisation (``init_model``): perceiver latents random (built from a config they are all ones,
+so every latent is identical), text embeddings with std 1 so text tokens have the unit RMS the
+perceiver's final RMSNorm gives the visual tokens.
+
+Usage (defaults = the second stage of the committed run):
+    PYTHONPATH=src python scripts/pretrain_tiny.py --minutes 68
+
+The committed ``doctune-tiny`` was made in two stages (the CPU was shared; see the log):
+    # stage 1: full pages only, 16 pages per step, LM loss from step 300 (stopped at step 400)
+    PYTHONPATH=src python scripts/pretrain_tiny.py --output /tmp/stage1 --batch-size 16 \
+        --crops-per-page 0 --lm-start 300 --warmup 50 --max-steps 400 --schedule-steps 1500
+    # stage 2: continue with ink-dense crops, 8 pages per step
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/stage1 --log-mode a --minutes 68
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import string
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import build_tiny  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FONT_DIR = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Generic reading pages (own renderer; never invoices)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Page:
+    image: Image.Image
+    chars: list  # (char, cx, cy, line_index) in page pixels, spaces excluded
+    qa: list  # (question, answer)
+    kind: str = "generic"
+    lines: list = field(default_factory=list)
+
+
+def _font_dir() -> str:
+    import matplotlib
+
+    return os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
+
+
+FONT_FILES = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf"]
+
+
+@lru_cache(maxsize=None)
+def font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(os.path.join(_font_dir(), name), size)
+
+
+SYLL = ["ka", "lo", "ren", "ta", "mi", "sor", "vel", "an", "dor", "be", "ri", "nu", "pel", "tas", "gar", "in",
+        "mon", "ste", "ul", "var", "zen", "co", "ha", "li", "bra", "fen", "os", "qui", "tor", "ye"]
+LABELS = ["Date", "Reference", "Account No", "Customer ID", "Order No", "Due Date", "Phone", "Email", "Amount",
+          "Balance", "Subtotal", "Tax", "Total", "Ship To", "Contact", "Store", "Cashier", "Terminal", "Branch",
+          "Sort Code", "IBAN", "Period", "Opening Balance", "Closing Balance", "Delivery Date", "Buyer",
+          "Supplier", "Vendor", "Payment Terms", "Currency", "Name", "Address", "City", "Postcode", "Country",
+          "Department", "Signature", "Case No", "Policy No", "Member ID", "Room", "Guest", "Ticket",
+          "Transaction ID", "Card", "Auth Code", "Approved By", "Project", "Version", "Weight", "Quantity",
+          "Discount", "Deposit", "Change", "Cash", "VAT", "Net", "Gross", "Tel", "Fax", "Ref", "Status"]
+TITLES = ["STATEMENT", "DELIVERY NOTE", "QUOTATION", "MEMO", "PACKING LIST", "REPORT", "RECEIPT", "ORDER FORM",
+          "APPLICATION", "CERTIFICATE", "REMITTANCE ADVICE", "CREDIT NOTE", "WORK ORDER", "SUMMARY"]
+COLUMNS = ["Item", "Description", "Qty", "Price", "Amount", "Date", "Debit", "Credit", "Code", "Unit", "Rate",
+           "Hours", "Ref", "Balance", "Total", "Weight", "SKU", "Days"]
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+def word(rng: random.Random, cap: bool = True) -> str:
+    w = "".join(rng.choice(SYLL) for _ in range(rng.randint(1, 3)))
+    return w.capitalize() if cap else w
+
+
+def value(rng: random.Random, hint: str = "") -> str:
+    k = rng.randrange(12)
+    if k == 0:
+        return f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(2015, 2027)}"
+    if k == 1:
+        return f"{rng.randint(2015, 2027)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    if k == 2:
+        return f"{rng.choice(MONTHS)} {rng.randint(1, 28)}, {rng.randint(2015, 2027)}"
+    if k in (3, 4):
+        v = rng.randint(1, 999999) / 100
+        s = f"{v:,.2f}"
+        return rng.choice(["", "$", "€", "£"]) + s if rng.random() < 0.5 else s
+    if k == 5:
+        return "".join(rng.choice(string.ascii_uppercase) for _ in range(rng.randint(2, 3))) + "-" + str(
+            rng.randint(100, 999999))
+    if k == 6:
+        return str(rng.randint(10, 99999999))
+    if k == 7:
+        return f"{word(rng)} {word(rng)}"
+    if k == 8:
+        return f"{word(rng, False)}@{word(rng, False)}.com"
+    if k == 9:
+        return f"+{rng.randint(1, 99)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}"
+    if k == 10:
+        return f"{rng.randint(1, 999)} {word(rng)} St"
+    return word(rng) + (" " + str(rng.randint(1, 99)) if rng.random() < 0.5 else "")
+
+
+def render_generic(seed: int, width: int = 448) -> Page:
+    """A page of title, key/value blocks, a table and text lines, with exact character centres."""
+    rng = random.Random(seed)
+    height = int(width * rng.choice([1.294, 1.414, 1.2, 1.35]))
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    chars: list = []
+    lines: list = []
+    qa: list = []
+    regular = rng.choice(["DejaVuSans.ttf", "DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf"])
+    size = rng.randint(14, 19)
+    gap = int(size * rng.uniform(1.28, 1.6))
+    margin = rng.randint(14, 36)
+
+    def put(x: float, y: float, text: str, fnt) -> float:
+        """Draw text and record character centres; returns the end x."""
+        draw.text((x, y), text, font=fnt, fill=(0, 0, 0))
+        asc, desc = fnt.getmetrics()
+        top, bottom = y + asc * 0.25, y + asc + desc * 0.3
+        cy = (top + bottom) / 2
+        li = len(lines)
+        for i, ch in enumerate(text):
+            if ch == " ":
+                continue
+            x0 = x + fnt.getlength(text[:i])
+            x1 = x + fnt.getlength(text[: i + 1])
+            chars.append((ch, (x0 + x1) / 2, cy, li))
+        end = x + fnt.getlength(text)
+        lines.append({"text": text, "box": (x, top, end, bottom)})
+        return end
+
+    y = margin
+    title = rng.choice(TITLES) if rng.random() < 0.6 else f"{word(rng)} {word(rng)} {rng.choice(['Ltd', 'GmbH', 'Inc', 'LLC', 'Co'])}"
+    tf = font("DejaVuSans-Bold.ttf", size + rng.randint(3, 8))
+    put(margin, y, title, tf)
+    qa.append((rng.choice(["What is the title of the document?", "What is written at the top of the page?"]), title))
+    y += int(tf.size * 1.8)
+    used: set = set()
+    rf = font(regular, size)
+    while y < height - margin - gap:
+        block = rng.choices(["kv", "kv2", "table", "text"], [4, 2, 2, 1])[0]
+        if block in ("kv", "kv2"):
+            n = rng.randint(2, 6)
+            cols = 2 if block == "kv2" else 1
+            colw = (width - 2 * margin) // cols
+            sep = rng.choice([": ", ": ", " ", " # "])
+            aligned = rng.random() < 0.5
+            stacked = rng.random() < 0.25
+            for _ in range(n):
+                if y > height - margin - gap:
+                    break
+                for c in range(cols):
+                    label = rng.choice(LABELS)
+                    if label in used:
+                        continue
+                    used.add(label)
+                    v = value(rng)
+                    x = margin + c * colw
+                    lab_text = label + sep.rstrip()
+                    if stacked and cols == 1:
+                        put(x, y, label, font("DejaVuSans-Bold.ttf", max(10, size - 2)))
+                        y += int(gap * 0.9)
+                        put(x, y, v, rf)
+                    elif aligned:
+                        put(x, y, lab_text, font(regular if rng.random() < 0.7 else "DejaVuSans-Bold.ttf", size))
+                        vx = x + min(colw * 0.45, rf.getlength("Opening Balance: ") + 4)
+                        if vx + rf.getlength(v) > x + colw - 4:
+                            lines.pop()
+                            chars[:] = [ch for ch in chars if ch[3] < len(lines)]
+                            img.paste((255, 255, 255), (int(x), int(y), int(x + colw), int(y + gap)))
+                            continue
+                        put(vx, y, v, rf)
+                    else:
+                        t = lab_text + " " + v
+                        if rf.getlength(t) > colw - 4:
+                            continue
+                        put(x, y, t, rf)
+                    qa.append((question_for(rng, label), v))
+                y += gap
+            y += gap // 2
+        elif block == "table":
+            ncol = rng.randint(2, 4)
+            heads = rng.sample(COLUMNS, ncol)
+            colw = (width - 2 * margin) / ncol
+            hf = font("DejaVuSans-Bold.ttf", size)
+            for j, h in enumerate(heads):
+                put(margin + j * colw, y, h, hf)
+            draw.line((margin, y + gap - 3, width - margin, y + gap - 3), fill=(90, 90, 90))
+            y += gap
+            for _ in range(rng.randint(2, 5)):
+                if y > height - margin - gap:
+                    break
+                row = [word(rng) if j == 0 else value(rng) for j in range(ncol)]
+                row = [r if rf.getlength(r) < colw - 6 else r[: max(3, int(len(r) * (colw - 6) / rf.getlength(r)))] for r in row]
+                for j, cell in enumerate(row):
+                    put(margin + j * colw, y, cell, rf)
+                j = rng.randrange(1, ncol)
+                qa.append((rng.choice([f"What is the {heads[j]} for {row[0]}?", f"{heads[j]} of {row[0]}?"]), row[j]))
+                y += gap
+            y += gap // 2
+        else:
+            for _ in range(rng.randint(1, 3)):
+                if y > height - margin - gap:
+                    break
+                t = " ".join(word(rng, rng.random() < 0.2) for _ in range(rng.randint(3, 9)))
+                while rf.getlength(t) > width - 2 * margin:
+                    t = t.rsplit(" ", 1)[0]
+                put(margin, y, t, rf)
+                first = t.split(" ")[0]
+                if len(t) <= 40:
+                    qa.append((f"Transcribe the line that starts with \"{first}\".", t))
+                y += gap
+            y += gap // 2
+    return Page(img, chars, qa, "generic", lines)
+
+
+def question_for(rng: random.Random, label: str) -> str:
+    return rng.choice([f"What is the {label}?", f"What is the {label.lower()}?", f"{label}?",
+                       f"What is written next to \"{label}\"?", f"Read the {label.lower()}."])
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic business documents of the other engineer (non-invoice kinds only)
+# ----------------------------------------------------------------------------------------------
+
+
+def synth_available() -> bool:
+    try:
+        from doctune.synth import generate_document  # noqa: F401
+
+        return True
+    except Exception:
+        return False
+
+
+def synth_page(kind: str, seed: int, rng: random.Random) -> Page:
+    from doctune.synth import generate_document
+
+    doc = generate_document(kind, seed)
+    chars = []
+    boxes = list(getattr(doc, "bounding_boxes", []) or [])
+    words = list(getattr(doc, "words", []) or [])
+    line_of = {}
+    for li, line in enumerate(getattr(doc, "lines", []) or []):
+        line_of[li] = line
+    for wi, (w, b) in enumerate(zip(words, boxes)):
+        x0, y0, x1, y1 = b
+        n = max(1, len(w))
+        for i, ch in enumerate(w):
+            if ch == " ":
+                continue
+            chars.append((ch, x0 + (i + 0.5) * (x1 - x0) / n, (y0 + y1) / 2, wi))
+    qa = [(q, a) for q, a in doc.qa if 0 < len(str(a)) <= 48]
+    lines = list(getattr(doc, "lines", []) or [])
+    for line in lines:
+        t = line["text"] if isinstance(line, dict) else str(line)
+        if 3 < len(t) <= 40 and rng.random() < 0.3:
+            qa.append((f"Transcribe the line that starts with \"{t.split(' ')[0]}\".", t))
+    return Page(doc.image.convert("RGB"), chars, qa, kind, lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batching
+# ----------------------------------------------------------------------------------------------
+
+
+class Batcher:
+    def __init__(self, processor, args):
+        self.processor = processor
+        self.tok = processor.tokenizer
+        self.args = args
+        self.vocab = len(self.tok)
+        self.eou = self.tok.convert_tokens_to_ids("<end_of_utterance>")
+        self.assistant_ids = self.tok("\nAssistant:", add_special_tokens=False)["input_ids"]
+        self.patch = args.patch_size
+        self.gw, self.gh = args.latent_grid
+
+    def char_id(self, ch: str) -> int:
+        i = self.tok.convert_tokens_to_ids(ch)
+        return i if i is not None and i != self.tok.unk_token_id else self.tok.unk_token_id
+
+    def conversation(self, qa: list) -> list:
+        msgs = []
+        for i, (q, a) in enumerate(qa):
+            content = ([{"type": "image"}] if i == 0 else []) + [{"type": "text", "text": q}]
+            msgs.append({"role": "user", "content": content})
+            msgs.append({"role": "assistant", "content": [{"type": "text", "text": a}]})
+        return msgs
+
+    def labels_for(self, ids: torch.Tensor) -> torch.Tensor:
+        """-100 everywhere except assistant answers (from the space after 'Assistant:') and their eou."""
+        labels = torch.full_like(ids, -100)
+        a = self.assistant_ids
+        for b in range(ids.size(0)):
+            row = ids[b].tolist()
+            i = 0
+            while i < len(row):
+                if row[i : i + len(a)] == a:
+                    j = i + len(a)
+                    while j < len(row) and row[j] != self.eou:
+                        labels[b, j] = row[j]
+                        j += 1
+                    if j < len(row):
+                        labels[b, j] = row[j]
+                    i = j
+                i += 1
+        return labels
+
+    def route_mask(self, pam: torch.Tensor, nh: int, nw: int) -> torch.Tensor:
+        """(B, latents, patches): the patches overlapping each latent's grid cell."""
+        B = pam.size(0)
+        mask = torch.zeros(B, self.gh, self.gw, nh, nw, dtype=torch.bool)
+        p = self.patch
+        for b in range(B):
+            h = int(pam[b, :, 0].sum())
+            w = int(pam[b, 0, :].sum())
+            rh, rw = h // p, w // p
+            for r in range(self.gh):
+                y0, y1 = r * h / self.gh, (r + 1) * h / self.gh
+                r0, r1 = min(int(y0 // p), rh - 1), min(max(int(math.ceil(y1 / p)), int(y0 // p) + 1), rh)
+                for c in range(self.gw):
+                    x0, x1 = c * w / self.gw, (c + 1) * w / self.gw
+                    c0, c1 = min(int(x0 // p), rw - 1), min(max(int(math.ceil(x1 / p)), int(x0 // p) + 1), rw)
+                    mask[b, r, c, r0:r1, c0:c1] = True
+        return mask.view(B, self.gh * self.gw, nh * nw)
+
+    def make(self, pages: list, turns: int, rng: random.Random, with_text: bool = True) -> dict:
+        texts, images = [], []
+        for p in pages:
+            qa = rng.sample(p.qa, min(turns, len(p.qa))) if p.qa else [("What is written at the top?", "?")]
+            texts.append(self.processor.apply_chat_template(self.conversation(qa)))
+            images.append([p.image])
+        enc = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
+        out = dict(enc)
+        out["labels"] = self.labels_for(enc["input_ids"])
+        pam = enc["pixel_attention_mask"][:, 0]  # B H W
+        B, Hm, Wm = pam.shape
+        nh, nw = Hm // self.patch, Wm // self.patch
+        K, S = self.args.patch_slots, self.args.latent_slots
+        ptgt = torch.full((B, nh * nw, K), -100, dtype=torch.long)
+        ltgt = torch.zeros((B, self.gw * self.gh, S), dtype=torch.long)
+        for b, p in enumerate(pages):
+            h = int(pam[b, :, 0].sum())
+            w = int(pam[b, 0, :].sum())
+            s = h / p.image.height
+            rh, rw = h // self.patch, w // self.patch
+            real = torch.zeros(nh, nw, dtype=torch.bool)
+            real[:rh, :rw] = True
+            ptgt[b][real.view(-1)] = 0
+            pslots = {}
+            lslots = {}
+            for ch, cx, cy, _ in sorted(p.chars, key=lambda c: (c[3], c[1])):
+                x, y = cx * s, cy * s
+                pr, pc = int(y // self.patch), int(x // self.patch)
+                cid = self.char_id(ch)
+                if pr < rh and pc < rw:
+                    k = pr * nw + pc
+                    if self.args.patch_slot_mode == "spatial":
+                        # Slot = where the character's centre lies inside the patch (2 rows x K/2 columns).
+                        sx = K // 2
+                        n = int((y % self.patch) / self.patch * 2) * sx + int((x % self.patch) / self.patch * sx)
+                        if ptgt[b, k, n] == 0:
+                            ptgt[b, k, n] = cid
+                    else:
+                        n = pslots.get(k, 0)
+                        if n < K:
+                            ptgt[b, k, n] = cid
+                            pslots[k] = n + 1
+                gr, gc = min(int(y / h * self.gh), self.gh - 1), min(int(x / w * self.gw), self.gw - 1)
+                k = gr * self.gw + gc
+                n = lslots.get(k, 0)
+                if n < S:
+                    ltgt[b, k, n] = cid
+                    lslots[k] = n + 1
+        out["patch_targets"] = ptgt
+        out["route_mask"] = self.route_mask(pam, nh, nw)
+        out["latent_targets"] = ltgt
+        return out
+
+    def crops(self, batch: dict, per_page: int, rows: int, cols: int, rng: random.Random):
+        """Patch-aligned crops of the (already resized, normalised) pages with their patch targets.
+
+        Glyph learning is local: a vision forward on a few-patch crop costs a fraction of a page and
+        can be chosen where the ink is, so many more characters are seen per second."""
+        pv = batch["pixel_values"][:, 0]
+        pam = batch["pixel_attention_mask"][:, 0]
+        p = self.patch
+        B, _, Hm, Wm = pv.shape
+        nh, nw = Hm // p, Wm // p
+        pt = batch["patch_targets"].view(B, nh, nw, -1)
+        ink = (pt[..., 0] > 0).float()
+        xs, ts = [], []
+        for b in range(B):
+            rh, rw = int(pam[b, :, 0].sum()) // p, int(pam[b, 0, :].sum()) // p
+            if rh < rows or rw < cols:
+                continue
+            for _ in range(per_page):
+                best, bi = -1.0, (0, 0)
+                for _ in range(6):
+                    r0, c0 = rng.randint(0, rh - rows), rng.randint(0, rw - cols)
+                    v = float(ink[b, r0 : r0 + rows, c0 : c0 + cols].sum())
+                    if v > best:
+                        best, bi = v, (r0, c0)
+                r0, c0 = bi
+                xs.append(pv[b, :, r0 * p : (r0 + rows) * p, c0 * p : (c0 + cols) * p])
+                ts.append(pt[b, r0 : r0 + rows, c0 : c0 + cols].reshape(rows * cols, -1))
+        return torch.stack(xs), torch.stack(ts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model pieces
+# ----------------------------------------------------------------------------------------------
+
+
+def init_model(model, args) -> None:
+    """Initialisation that lets the image reach the language model."""
+    g = torch.Generator().manual_seed(args.seed)
+    res = model.model.connector.perceiver_resampler
+    with torch.no_grad():
+        # Distinct latent queries (built from a config they are all ones), small so the attended
+        # image content dominates the residual stream.
+        res.latents.copy_(torch.randn(res.latents.shape, generator=g) * args.latent_init_std)
+        # Visual tokens leave the perceiver's RMSNorm with unit RMS; scale text embeddings to match.
+        emb = model.model.text_model.get_input_embeddings().weight
+        emb.copy_(torch.randn(emb.shape, generator=g) * args.text_embed_std)
+
+
+def image_features(model, batch):
+    pv = batch["pixel_values"][:, 0]
+    pam = batch["pixel_attention_mask"][:, 0]
+    p = model.config.vision_config.patch_size
+    sub = pam.unfold(1, p, p).unfold(2, p, p)
+    patch_mask = sub.sum(dim=(-1, -2)) == p * p
+    vis = model.model.vision_model(pixel_values=pv, patch_attention_mask=patch_mask).last_hidden_state
+    lat = model.model.connector(vis, attention_mask=patch_mask.view(pv.size(0), -1))
+    return vis, lat
+
+
+def slot_loss(logits, targets, none_weight: float):
+    """Cross-entropy over character slots, averaged over the slots holding a character, plus
+    ``none_weight`` times the average over empty slots (most slots are empty: averaging over all
+    of them would drown the glyph signal)."""
+    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1).clamp(min=0), reduction="none")
+    t = targets.reshape(-1)
+    ink, empty = t > 0, t == 0
+    return ce[ink].sum() / ink.sum().clamp(min=1) + none_weight * ce[empty].sum() / empty.sum().clamp(min=1)
+
+
+def lm_loss(model, batch, lat):
+    ids = batch["input_ids"]
+    emb = model.model.text_model.get_input_embeddings()(ids)
+    mask = ids == model.config.image_token_id
+    emb = emb.masked_scatter(mask.unsqueeze(-1), lat.reshape(-1, lat.size(-1)).to(emb.dtype))
+    hidden = model.model.text_model(inputs_embeds=emb, attention_mask=batch["attention_mask"]).last_hidden_state
+    labels = batch["labels"][:, 1:]
+    sel = labels != -100
+    logits = model.lm_head(hidden[:, :-1][sel])
+    return F.cross_entropy(logits, labels[sel])
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate_answers(model, processor, pages_qa: list, max_new_tokens: int = 40, batch_size: int = 16) -> list:
+    """Greedy answers for (image, question) pairs, through the public generate API."""
+    tok = processor.tokenizer
+    old = tok.padding_side
+    tok.padding_side = "left"
+    preds = []
+    model.eval()
+    try:
+        for i in range(0, len(pages_qa), batch_size):
+            chunk = pages_qa[i : i + batch_size]
+            texts = [
+                processor.apply_chat_template(
+                    [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
+                    add_generation_prompt=True,
+                )
+                for _, q in chunk
+            ]
+            enc = processor(text=texts, images=[[img] for img, _ in chunk], return_tensors="pt", padding=True)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+            new = out[:, enc["input_ids"].shape[1] :]
+            preds += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tok.padding_side = old
+        model.train()
+    return preds
+
+
+def score(preds: list, answers: list) -> dict:
+    from doctune.metrics import anls, exact_match
+
+    n = max(1, len(preds))
+    return {
+        "anls": round(sum(anls(p, [a]) for p, a in zip(preds, answers)) / n, 4),
+        "em": round(sum(exact_match(p, [a]) for p, a in zip(preds, answers)) / n, 4),
+        "n": len(preds),
+    }
+
+
+def eval_sets(args) -> dict:
+    rng = random.Random(10_000 + args.seed)
+    sets = {}
+    items = []
+    for s in range(args.eval_pages):
+        p = render_generic(1_000_000 + s)
+        q, a = rng.choice(p.qa)
+        items.append((p.image, q, a))
+    sets["generic"] = items
+    if synth_available():
+        for kind in args.kinds + ["invoice"]:
+            items = []
+            for s in range(args.eval_pages):
+                try:
+                    p = synth_page(kind, 900_000 + s, rng)
+                except Exception as exc:  # the generator is young; never let it kill the run
+                    print(f"eval synth {kind} failed: {exc!r}", flush=True)
+                    break
+                if p.qa:
+                    q, a = rng.choice([x for x in p.qa if not x[0].startswith("Transcribe")] or p.qa)
+                    items.append((p.image, q, a))
+            if items:
+                sets[kind] = items
+    return sets
+
+
+def run_eval(model, processor, sets: dict) -> dict:
+    res = {}
+    for name, items in sets.items():
+        preds = generate_answers(model, processor, [(img, q) for img, q, _ in items])
+        res[name] = score(preds, [a for _, _, a in items])
+        res[name]["example"] = [items[0][1], items[0][2], preds[0]]
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving
+# ----------------------------------------------------------------------------------------------
+
+
+def save_atomic(model, processor, output: Path) -> None:
+    output = Path(output)
+    tmp = output.parent / (output.name + ".tmp")
+    old = output.parent / (output.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    shutil.rmtree(old, ignore_errors=True)
+    if output.exists():
+        output.rename(old)
+    tmp.rename(output)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--output", type=Path, default=ROOT / "src/doctune/assets/doctune-tiny")
+    ap.add_argument("--log", type=Path, default=ROOT / "src/doctune/assets/doctune-tiny-pretrain.log")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--minutes", type=float, default=68.0, help="wall-clock training budget")
+    ap.add_argument("--max-steps", type=int, default=100000)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--turns", type=int, default=3, help="question/answer turns per page")
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--lr-vision", type=float, default=None, help="default: --lr")
+    ap.add_argument("--lr-connector", type=float, default=None, help="default: --lr")
+    ap.add_argument("--lr-text", type=float, default=None, help="default: --lr")
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--schedule-steps", type=int, default=None,
+                    help="cosine horizon in steps (default: estimated from --minutes and the measured speed)")
+    ap.add_argument("--min-lr-frac", type=float, default=0.1)
+    ap.add_argument("--patch-weight", type=float, default=1.0)
+    ap.add_argument("--latent-weight", type=float, default=1.0)
+    ap.add_argument("--lm-weight", type=float, default=1.0)
+    ap.add_argument("--lm-start", type=int, default=200, help="steps of auxiliary losses only before the LM loss")
+    ap.add_argument("--init-from", type=Path, default=None, help="continue from this plain checkpoint")
+    ap.add_argument("--crop-weight", type=float, default=1.0, help="patch-character loss on ink-dense crops")
+    ap.add_argument("--crops-per-page", type=int, default=12)
+    ap.add_argument("--crop-size", type=int, nargs=2, default=[4, 8], metavar=("ROWS", "COLS"), help="in patches")
+    ap.add_argument("--log-mode", default="w", choices=["w", "a"], help="a: append (later stage of a chain)")
+    ap.add_argument("--route-weight", type=float, default=0.5, help="perceiver attention-to-own-cell prior")
+    ap.add_argument("--route-layers", type=int, default=1, help="perceiver layers the routing prior applies to")
+    ap.add_argument("--none-weight", type=float, default=0.2, help="weight of empty slots in the auxiliary losses")
+    ap.add_argument("--patch-slots", type=int, default=6)
+    ap.add_argument("--patch-slot-mode", default="order", choices=["order", "spatial"],
+                    help="order: k-th character in the patch; spatial: character centred in sub-cell k")
+    ap.add_argument("--latent-slots", type=int, default=12)
+    ap.add_argument("--latent-grid", type=int, nargs=2, default=[8, 16], metavar=("COLS", "ROWS"))
+    ap.add_argument("--longest-edge", type=int, default=384)
+    ap.add_argument("--patch-size", type=int, default=16)
+    ap.add_argument("--latent-init-std", type=float, default=0.02)
+    ap.add_argument("--text-embed-std", type=float, default=1.0)
+    ap.add_argument("--synth-frac", type=float, default=0.5, help="share of pages from doctune.synth kinds")
+    ap.add_argument("--kinds", nargs="+", default=["receipt", "purchase_order", "form", "bank_statement"])
+    ap.add_argument("--eval-every", type=int, default=150)
+    ap.add_argument("--eval-pages", type=int, default=16)
+    ap.add_argument("--save-every", type=int, default=50)
+    ap.add_argument("--log-every", type=int, default=10)
+    args = ap.parse_args(argv)
+    assert "invoice" not in args.kinds, "invoice is the held-out target domain"
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    logf = open(args.log, args.log_mode)
+
+    def log(rec: dict) -> None:
+        line = json.dumps(rec)
+        print(line, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    log({"command": "PYTHONPATH=src python " + " ".join([sys.argv[0]] + sys.argv[1:]) if argv is None else str(argv),
+         "args": {k: str(v) for k, v in vars(args).items()}, "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+    # Build the random-weight init with the chosen sizes.
+    from transformers import AutoProcessor, Idefics2ForConditionalGeneration
+
+    build_tiny.IMAGE_LONGEST_EDGE = args.longest_edge
+    build_tiny.IMAGE_SEQ_LEN = args.latent_grid[0] * args.latent_grid[1]
+    build_tiny.PATCH_SIZE = args.patch_size
+    if args.init_from:
+        # Continue from an earlier stage (a plain checkpoint: the auxiliary heads start afresh).
+        processor = AutoProcessor.from_pretrained(args.init_from)
+        model = Idefics2ForConditionalGeneration.from_pretrained(args.init_from)
+    else:
+        init_dir = args.output.parent / (args.output.name + "-init")
+        build_tiny.build(init_dir, args.seed)
+        processor = AutoProcessor.from_pretrained(init_dir)
+        model = Idefics2ForConditionalGeneration.from_pretrained(init_dir)
+        shutil.rmtree(init_dir, ignore_errors=True)
+        init_model(model, args)
+    model.train()
+    # Routing prior: the perceiver's first layer(s) attend in eager mode so their attention
+    # weights can be supervised (latent i -> the patches of its grid cell).
+    captured = []
+    resampler = model.model.connector.perceiver_resampler
+    if args.route_weight > 0:
+        resampler.config._attn_implementation = "eager"
+        for layer in resampler.layers[: args.route_layers]:
+            layer.self_attn.register_forward_hook(lambda mod, inp, out: captured.append(out[1]))
+    V = len(processor.tokenizer)
+    vh = model.config.vision_config.hidden_size
+    th = model.config.text_config.hidden_size
+    heads = torch.nn.ModuleDict({
+        "patch": torch.nn.Linear(vh, args.patch_slots * V),
+        "latent": torch.nn.Linear(th, args.latent_slots * V),
+    })
+    lrs = {"vision": args.lr_vision or args.lr, "connector": args.lr_connector or args.lr, "text": args.lr_text or args.lr}
+    groups = {k: [] for k in lrs}
+    for n, p in model.named_parameters():
+        key = "vision" if "vision_model" in n else "connector" if "connector" in n else "text"
+        groups[key].append(p)
+    groups["vision"] += list(heads["patch"].parameters())
+    groups["connector"] += list(heads["latent"].parameters())
+    opt = torch.optim.AdamW([{"params": ps, "lr": lrs[k], "base_lr": lrs[k], "name": k} for k, ps in groups.items()],
+                            weight_decay=args.weight_decay, betas=(0.9, 0.98))
+    batcher = Batcher(processor, args)
+    use_synth = synth_available() and args.synth_frac > 0
+    log({"synth_available": use_synth, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)})
+    sets = eval_sets(args)
+    log({"eval_sets": {k: len(v) for k, v in sets.items()}})
+
+    budget = args.minutes * 60
+    t_start = time.time()
+    est_steps = args.max_steps
+    seen = 0
+    step = 0
+    t_log = time.time()
+    acc = {}
+    while step < args.max_steps and time.time() - t_start < budget:
+        rng = random.Random(args.seed * 1_000_003 + step)
+        pages = []
+        for i in range(args.batch_size):
+            if use_synth and rng.random() < args.synth_frac:
+                kind = rng.choice(args.kinds)
+                try:
+                    pages.append(synth_page(kind, rng.randrange(10 ** 8), rng))
+                    continue
+                except Exception as exc:
+                    log({"synth_error": repr(exc)[:200], "kind": kind})
+                    use_synth = False
+            pages.append(render_generic(rng.randrange(10 ** 8)))
+        batch = batcher.make(pages, args.turns, rng)
+        # Learning rate: warmup, then cosine to min over the estimated number of steps in the budget.
+        elapsed = time.time() - t_start
+        if args.schedule_steps:
+            est_steps = args.schedule_steps
+        elif step >= 20:
+            est_steps = min(args.max_steps, int(step * budget / max(elapsed, 1e-6)))
+        prog = min(1.0, step / max(1, est_steps))
+        mult = min(1.0, (step + 1) / args.warmup) * (
+            args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * prog)))
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * mult
+        captured.clear()
+        vis, lat = image_features(model, batch)
+        losses, metrics = {}, {}
+        if args.route_weight > 0 and captured:
+            rm = batch["route_mask"].unsqueeze(1).float()  # B 1 L P
+            mass = torch.stack([(a[..., : rm.size(-1)] * rm).sum(-1) for a in captured])  # layers B H L
+            losses["route"] = -(mass + 1e-6).log().mean()
+            metrics.setdefault("route_mass", []).append(float(mass.mean()))
+        pt = batch["patch_targets"]
+        if args.patch_weight > 0:
+            pl = heads["patch"](vis).view(*vis.shape[:2], args.patch_slots, V)
+            losses["patch"] = slot_loss(pl, pt, args.none_weight)
+            with torch.no_grad():
+                ink = pt > 0
+                metrics.setdefault("patch_acc", []).append(float((pl.argmax(-1)[ink] == pt[ink]).float().mean()))
+        if args.latent_weight > 0:
+            ll = heads["latent"](lat).view(*lat.shape[:2], args.latent_slots, V)
+            lt = batch["latent_targets"]
+            losses["latent"] = slot_loss(ll, lt, args.none_weight)
+            with torch.no_grad():
+                ink = lt > 0
+                metrics.setdefault("latent_acc", []).append(float((ll.argmax(-1)[ink] == lt[ink]).float().mean()))
+        if args.crop_weight > 0 and args.crops_per_page > 0:
+            cx, ctg = batcher.crops(batch, args.crops_per_page, args.crop_size[0], args.crop_size[1], rng)
+            cvis = model.model.vision_model(
+                pixel_values=cx, patch_attention_mask=torch.ones(cx.size(0), *args.crop_size, dtype=torch.bool)
+            ).last_hidden_state
+            cl = heads["patch"](cvis).view(*cvis.shape[:2], args.patch_slots, V)
+            losses["crop"] = slot_loss(cl, ctg, args.none_weight)
+            with torch.no_grad():
+                ink = ctg > 0
+                metrics.setdefault("crop_acc", []).append(float((cl.argmax(-1)[ink] == ctg[ink]).float().mean()))
+        if step >= args.lm_start and args.lm_weight > 0:
+            losses["lm"] = lm_loss(model, batch, lat)
+        total = (args.patch_weight * losses.get("patch", 0) + args.latent_weight * losses.get("latent", 0)
+                 + args.route_weight * losses.get("route", 0) + args.crop_weight * losses.get("crop", 0)
+                 + args.lm_weight * losses.get("lm", 0))
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        gn = torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(heads.parameters()), 1.0)
+        opt.step()
+        step += 1
+        seen += len(pages)
+        for k, v in losses.items():
+            acc.setdefault(k, []).append(float(v.detach()))
+        for k, v in metrics.items():
+            acc.setdefault(k, []).extend(v)
+        if step % args.log_every == 0:
+            now = time.time()
+            log({"step": step, **{k: round(sum(v) / len(v), 4) for k, v in acc.items()},
+                 "lr": round(opt.param_groups[0]["lr"], 6), "gnorm": round(float(gn), 3),
+                 "samples_per_s": round(args.log_every * args.batch_size / (now - t_log), 2),
+                 "elapsed_min": round((now - t_start) / 60, 2), "est_steps": est_steps})
+            acc = {}
+            t_log = time.time()
+        if step % args.save_every == 0:
+            save_atomic(model, processor, args.output)
+        if step % args.eval_every == 0:
+            t0 = time.time()
+            log({"step": step, "eval": run_eval(model, processor, sets), "eval_s": round(time.time() - t0, 1)})
+            t_log += time.time() - t0
+            t_start += time.time() - t0  # evaluation does not eat the training budget
+    save_atomic(model, processor, args.output)
+    log({"step": step, "final_eval": run_eval(model, processor, sets), "samples_seen": seen,
+         "end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
+if __name__ == "__main__":
+    main()
