@@ -101,3 +101,10 @@ def test_synth_writes_a_dataset_that_train_and_eval_read(tmp_path, capsys):
     assert all((out / r["image"]).is_file() and r["answers"] and r["query"]["en"] for r in rows)
     from doctune.data import load_docvqa
     assert len(load_docvqa(str(out / "data.jsonl"))) == len(rows)
+
+
+def test_a_misspelt_demo_setting_is_a_one_line_error(tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path / "demo"), "max_step=3"]) == 2
+    err = capsys.readouterr().err
+    assert "max_step: unknown key" in err and "Traceback" not in err
+    assert not (tmp_path / "demo").exists()

@@ -21,7 +21,7 @@ import os
 import platform
 import random
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +65,6 @@ class TrainerState:
     batches_in_epoch: int = 0  # micro-batches of the current epoch already consumed
     best_anls: float | None = None
     best_step: int | None = None
-    log: list[dict] = field(default_factory=list)
 
 
 def library_versions() -> dict[str, str]:
@@ -214,14 +213,9 @@ def load_for_inference(spec: str, device: torch.device, precision: str = "auto")
         model = MODEL_CLASS.from_pretrained(directory, dtype=dtype).to(device)
     else:
         model = _load_adapter_model(directory, config.model, dtype, device)
-    processor = load_processor(directory, do_image_splitting=_splitting(directory, config))
-    return model.eval(), processor
-
-
-def _splitting(directory: str, config: Config | None) -> bool:
-    # The processor saved with a checkpoint already carries the run's settings; plain models
-    # follow the seed recipe and keep splitting off unless a run turned it on.
-    return config.model.do_image_splitting if config is not None else False
+    # Plain models follow the seed recipe and keep image splitting off; a run's own setting wins.
+    splitting = config.model.do_image_splitting if config is not None else False
+    return model.eval(), load_processor(directory, do_image_splitting=splitting)
 
 
 def _load_adapter_model(directory: str, settings: ModelSettings, dtype: torch.dtype, device: torch.device):

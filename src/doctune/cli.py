@@ -111,7 +111,7 @@ def cmd_train(args) -> None:
 def cmd_eval(args) -> None:
     from doctune.evaluate import evaluate_model
 
-    metrics = evaluate_model(args.model, args.data, Path(args.output), split=args.split, language=args.language,
+    metrics, _ = evaluate_model(args.model, args.data, Path(args.output), split=args.split, language=args.language,
                              batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                              max_samples=args.max_samples, skip_invalid=args.skip_invalid, precision=args.precision)
     print(json.dumps(metrics, indent=2))
@@ -154,18 +154,11 @@ def cmd_synth(args) -> None:
 
 
 def cmd_demo(args) -> None:
+    from doctune.config import load_config
     from doctune.demo import DemoSettings, run_demo
 
-    settings = DemoSettings.model_validate(dict(_demo_override(item) for item in args.overrides))
-    report = run_demo(Path(args.output), settings)
+    report = run_demo(Path(args.output), load_config(None, args.overrides, schema=DemoSettings))
     print(json.dumps(report, indent=2))
-
-
-def _demo_override(item: str) -> tuple[str, object]:
-    from doctune.config import parse_override
-
-    keys, value = parse_override(item)
-    return ".".join(keys), value
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "score": cmd_score, "predict": cmd_predict, "serve": cmd_serve,

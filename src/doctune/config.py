@@ -157,14 +157,15 @@ def _set_nested(tree: dict, keys: list[str], value: Any) -> None:
     tree[keys[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Build a :class:`Config` from an optional YAML file plus ``key=value`` overrides.
+def load_config(path: str | Path | None = None, overrides: list[str] = (), schema: type[BaseModel] = Config):
+    """Build ``schema`` (a training :class:`Config` by default) from an optional YAML file plus
+    ``key=value`` overrides.
 
     Raises:
         ConfigError: the file is unreadable or not a mapping, or a key is unknown or a value
             invalid. The message names the source and the offending key.
     """
-    source = "defaults"
+    source = "command line"
     tree: dict = {}
     if path is not None:
         file = resolve_preset(str(path))
@@ -174,11 +175,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         except yaml.YAMLError as err:
             raise ConfigError(f"{file}: not valid YAML: {err}") from err
         if not isinstance(tree, dict):
-            raise ConfigError(f"{file}: expected a mapping of sections (model, data, train, eval)")
+            raise ConfigError(f"{file}: expected a mapping of settings, e.g. model:, data:, train:")
     for item in overrides:
         _set_nested(tree, *parse_override(item))
     try:
-        return Config.model_validate(tree)
+        return schema.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_describe(err, source)) from err
 

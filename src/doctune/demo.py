@@ -28,10 +28,8 @@ from doctune.config import (
     ModelSettings,
     TrainSettings,
 )
-from doctune.data import load_docvqa
-from doctune.evaluate import evaluate, write_results
+from doctune.evaluate import evaluate_model
 from doctune.files import write_jsonl_atomic, write_text_atomic
-from doctune.inference import load_predictor
 from doctune.synth import write_dataset
 from doctune.train import METRICS_LOG, train
 
@@ -91,11 +89,8 @@ def blank_copy(data_file: Path, output: Path) -> Path:
 
 
 def _evaluate(model: str, data: Path, output: Path, settings: DemoSettings) -> tuple[dict, list[dict]]:
-    dataset = load_docvqa(str(data), language="en")
-    predictor = load_predictor(model, settings.max_new_tokens, precision="fp32")
-    metrics, rows = evaluate(predictor, dataset, settings.eval_batch_size)
-    write_results(output, metrics, rows)
-    return metrics, rows
+    return evaluate_model(model, str(data), output, batch_size=settings.eval_batch_size,
+                          max_new_tokens=settings.max_new_tokens, precision="fp32")
 
 
 def _fine_tune(settings: DemoSettings, train_data: Path, eval_data: Path, run_dir: Path) -> float:

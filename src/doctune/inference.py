@@ -4,7 +4,7 @@ One :class:`Predictor` serves evaluation, ``doctune predict`` and any HTTP front
 render prompts and decode answers the same way.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
@@ -53,13 +53,6 @@ class Predictor:
         texts = self.processor.batch_decode(answers, skip_special_tokens=True)
         return [text.strip() for text in texts]
 
-    def answer_all(
-        self, images: Sequence[Image.Image], questions: Sequence[str], batch_size: int = 8
-    ) -> Iterator[list[str]]:
-        """Yield answers batch by batch, so callers can show progress."""
-        for start in range(0, len(questions), batch_size):
-            end = start + batch_size
-            yield self.answer(images[start:end], questions[start:end])
 
 
 def load_predictor(spec: str, max_new_tokens: int = 32, precision: str = "auto") -> Predictor:

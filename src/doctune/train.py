@@ -276,7 +276,6 @@ def train(config: Config, resume: bool = False) -> Path:
         if _due(state.step, config.train.log_every, config.train.max_steps):
             metrics = window.flush(lr=scheduler.get_last_lr()[0], grad_norm=grad_norm, epoch=state.epoch)
             _log(accelerator, run_dir, state.step, metrics)
-            state.log.append({"step": state.step, "loss": metrics["loss"]})
             bar.set_postfix(loss=f"{metrics['loss']:.4f}")
         if eval_data is not None and _due(state.step, config.train.eval_every, config.train.max_steps):
             if accelerator.is_main_process:
