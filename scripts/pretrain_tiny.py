@@ -277,6 +277,14 @@ def synth_available() -> bool:
         return False
 
 
+@lru_cache(maxsize=4096)
+def advance_edges(text: str) -> tuple:
+    """Cumulative advance of each character of ``text`` as a fraction of the whole (0 ... 1)."""
+    f = font("DejaVuSans.ttf", 100)
+    total = max(f.getlength(text), 1e-6)
+    return tuple(f.getlength(text[:i]) / total for i in range(len(text) + 1))
+
+
 def synth_page(kind: str, seed: int, rng: random.Random) -> Page:
     from doctune.synth import generate_document
 
@@ -289,11 +297,15 @@ def synth_page(kind: str, seed: int, rng: random.Random) -> Page:
         line_of[li] = line
     for wi, (w, b) in enumerate(zip(words, boxes)):
         x0, y0, x1, y1 = b
-        n = max(1, len(w))
+        # The document keeps word boxes only: place each character by its DejaVu Sans advance,
+        # scaled to the box (an even split puts centres of 'i' and 'm' pixels off, which moves
+        # characters across patch borders and teaches the patch head noise).
+        edges = advance_edges(w)
         for i, ch in enumerate(w):
             if ch == " ":
                 continue
-            chars.append((ch, x0 + (i + 0.5) * (x1 - x0) / n, (y0 + y1) / 2, wi))
+            cx = x0 + (edges[i] + edges[i + 1]) / 2 * (x1 - x0)
+            chars.append((ch, cx, (y0 + y1) / 2, wi))
     qa = [(q, a) for q, a in doc.qa if 0 < len(str(a)) <= 48]
     lines = list(getattr(doc, "lines", []) or [])
     for line in lines:
@@ -301,6 +313,17 @@ def synth_page(kind: str, seed: int, rng: random.Random) -> Page:
         if 3 < len(t) <= 40 and rng.random() < 0.3:
             qa.append((f"Transcribe the line that starts with \"{t.split(' ')[0]}\".", t))
     return Page(doc.image.convert("RGB"), chars, qa, kind, lines)
+
+
+def sample_pages(args, rng: random.Random, n: int, use_synth: bool) -> list:
+    """``n`` training pages: a ``args.synth_frac`` share from the synth kinds, the rest generic."""
+    pages = []
+    for _ in range(n):
+        if use_synth and rng.random() < args.synth_frac:
+            pages.append(synth_page(rng.choice(args.kinds), rng.randrange(10 ** 8), rng))
+        else:
+            pages.append(render_generic(rng.randrange(10 ** 8)))
+    return pages
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,6 +340,7 @@ class Batcher:
         self.eou = self.tok.convert_tokens_to_ids("<end_of_utterance>")
         self.assistant_ids = self.tok("\nAssistant:", add_special_tokens=False)["input_ids"]
         self.patch = args.patch_size
+        self.per_side = args.longest_edge // args.patch_size  # Idefics2 vision: image_size / patch_size
         self.gw, self.gh = args.latent_grid
 
     def char_id(self, ch: str) -> int:
@@ -433,7 +457,7 @@ class Batcher:
         nh, nw = Hm // p, Wm // p
         pt = batch["patch_targets"].view(B, nh, nw, -1)
         ink = (pt[..., 0] > 0).float()
-        xs, ts = [], []
+        xs, ts, ps = [], [], []
         for b in range(B):
             rh, rw = int(pam[b, :, 0].sum()) // p, int(pam[b, 0, :].sum()) // p
             if rh < rows or rw < cols:
@@ -448,7 +472,8 @@ class Batcher:
                 r0, c0 = bi
                 xs.append(pv[b, :, r0 * p : (r0 + rows) * p, c0 * p : (c0 + cols) * p])
                 ts.append(pt[b, r0 : r0 + rows, c0 : c0 + cols].reshape(rows * cols, -1))
-        return torch.stack(xs), torch.stack(ts)
+                ps.append(page_position_ids(rh, rw, r0, c0, rows, cols, self.per_side))
+        return torch.stack(xs), torch.stack(ts), torch.stack(ps)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -478,6 +503,24 @@ def image_features(model, batch):
     vis = model.model.vision_model(pixel_values=pv, patch_attention_mask=patch_mask).last_hidden_state
     lat = model.model.connector(vis, attention_mask=patch_mask.view(pv.size(0), -1))
     return vis, lat
+
+
+def page_position_ids(rh: int, rw: int, r0: int, c0: int, rows: int, cols: int, per_side: int) -> torch.Tensor:
+    """Position ids of patches ``r0:r0+rows, c0:c0+cols`` of a page of ``rh x rw`` patches, as
+    Idefics2's vision embeddings compute them for the whole page (fractional coordinates
+    bucketed into ``per_side`` buckets per side). Fed a crop alone, the embeddings would stretch it
+    over every bucket, and the position embeddings of whole pages would never be trained."""
+    boundaries = torch.arange(1 / per_side, 1.0, 1 / per_side)
+    h = torch.bucketize((torch.arange(r0, r0 + rows) / rh).clamp(max=1 - 1e-6), boundaries, right=True)
+    w = torch.bucketize((torch.arange(c0, c0 + cols) / rw).clamp(max=1 - 1e-6), boundaries, right=True)
+    return (h[:, None] * per_side + w[None, :]).reshape(-1)
+
+
+def crop_features(vision, pixels: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """The vision encoder on crops, with the position ids the patches have in their pages."""
+    emb = vision.embeddings
+    x = emb.patch_embedding(pixels).flatten(2).transpose(1, 2) + emb.position_embedding(position_ids)
+    return vision.post_layernorm(vision.encoder(inputs_embeds=x).last_hidden_state)
 
 
 def slot_loss(logits, targets, none_weight: float):
@@ -730,17 +773,7 @@ def main(argv=None) -> None:
     acc = {}
     while step < args.max_steps and time.time() - t_start < budget:
         rng = random.Random(args.seed * 1_000_003 + step)
-        pages = []
-        for i in range(args.batch_size):
-            if use_synth and rng.random() < args.synth_frac:
-                kind = rng.choice(args.kinds)
-                try:
-                    pages.append(synth_page(kind, rng.randrange(10 ** 8), rng))
-                    continue
-                except Exception as exc:
-                    log({"synth_error": repr(exc)[:200], "kind": kind})
-                    use_synth = False
-            pages.append(render_generic(rng.randrange(10 ** 8)))
+        pages = sample_pages(args, rng, args.batch_size, use_synth)
         batch = batcher.make(pages, args.turns, rng)
         # Learning rate: warmup, then cosine to min over the estimated number of steps in the budget.
         elapsed = time.time() - t_start
@@ -776,10 +809,8 @@ def main(argv=None) -> None:
                 ink = lt > 0
                 metrics.setdefault("latent_acc", []).append(float((ll.argmax(-1)[ink] == lt[ink]).float().mean()))
         if args.crop_weight > 0 and args.crops_per_page > 0:
-            cx, ctg = batcher.crops(batch, args.crops_per_page, args.crop_size[0], args.crop_size[1], rng)
-            cvis = model.model.vision_model(
-                pixel_values=cx, patch_attention_mask=torch.ones(cx.size(0), *args.crop_size, dtype=torch.bool)
-            ).last_hidden_state
+            cx, ctg, cpos = batcher.crops(batch, args.crops_per_page, args.crop_size[0], args.crop_size[1], rng)
+            cvis = crop_features(model.model.vision_model, cx, cpos)
             cl = heads["patch"](cvis).view(*cvis.shape[:2], args.patch_slots, V)
             losses["crop"] = slot_loss(cl, ctg, args.none_weight)
             with torch.no_grad():
