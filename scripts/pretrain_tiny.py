@@ -31,12 +31,26 @@ perceiver's final RMSNorm gives the visual tokens.
 Usage (defaults = the second stage of the committed run):
     PYTHONPATH=src python scripts/pretrain_tiny.py --minutes 68
 
-The committed ``doctune-tiny`` was made in two stages (the CPU was shared; see the log):
-    # stage 1: full pages only, 16 pages per step, LM loss from step 300 (stopped at step 400)
-    PYTHONPATH=src python scripts/pretrain_tiny.py --output /tmp/stage1 --batch-size 16 \
+The committed ``doctune-tiny`` was made in four stages, each continuing from the last; every
+command and its output is in ``src/doctune/assets/doctune-tiny-pretrain.log``. Stages 1 and 2
+shared the CPU with other jobs; stages stopped by hand are written with the step they stopped at.
+    # 1: full pages only, 16 pages per step, LM loss from step 300 (stopped at step 400)
+    PYTHONPATH=src python scripts/pretrain_tiny.py --output /tmp/s1 --batch-size 16 \
         --crops-per-page 0 --lm-start 300 --warmup 50 --max-steps 400 --schedule-steps 1500
-    # stage 2: continue with ink-dense crops, 8 pages per step
-    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/stage1 --log-mode a --minutes 68
+    # 2: ink-dense crops too, 8 pages per step
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s1 --output /tmp/s2 --log-mode a \
+        --minutes 68
+    # 3: the vision encoder alone (pretrain_vision.py), in three runs: crops only, whose position
+    #    ids were still stretched over the whole grid (stopped at step 1800); crops only with their
+    #    page's position ids (stopped at step 800); crops and whole pages, 30 minutes. The first
+    #    run's code is gone (it was the bug), so a rerun starts at the second run:
+    PYTHONPATH=src python scripts/pretrain_vision.py --init-from /tmp/s2 --output /tmp/s3 \
+        --full-pages 0 --crops 96 --max-steps 800
+    PYTHONPATH=src python scripts/pretrain_vision.py --init-from /tmp/s3 --output /tmp/s3 --minutes 30
+    # 4: everything again on fresh pages, 5 questions per page
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s3 --log-mode a --minutes 62 \
+        --batch-size 8 --turns 5 --crops-per-page 6 --lm-start 50 --warmup 30 --lr 1.5e-3 \
+        --lr-vision 5e-4 --eval-every 200 --save-every 100
 """
 
 from __future__ import annotations

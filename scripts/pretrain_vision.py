@@ -13,8 +13,10 @@ what the encoder learns on crops carries over to whole pages.
 
 The output is a plain checkpoint (only the vision encoder changed; the head is discarded):
 
-    PYTHONPATH=src python scripts/pretrain_vision.py --minutes 60 --output /tmp/vision
+    PYTHONPATH=src python scripts/pretrain_vision.py --minutes 30 --output /tmp/vision
     PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/vision --log-mode a ...
+
+(the exact chain that made the committed checkpoint is in ``pretrain_tiny.py``'s docstring).
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--max-steps", type=int, default=None, help="stop here even with budget left")
     ap.add_argument("--crops", type=int, default=48, help="crops per step")
     ap.add_argument("--full-pages", type=int, default=4, help="whole pages per step")
     ap.add_argument("--crop-size", type=int, nargs=2, default=[4, 8], metavar=("ROWS", "COLS"))
@@ -201,7 +204,7 @@ def main(argv=None) -> None:
     step, right, total, losses = 0, 0, 0, []
     page_right, page_total = 0, 0
     rows, cols = args.crop_size
-    while time.time() - t_start < budget:
+    while time.time() - t_start < budget and (args.max_steps is None or step < args.max_steps):
         prog = (time.time() - t_start) / budget
         decay = min(1.0, max(0.0, (prog - (1 - args.decay_frac)) / args.decay_frac))
         mult = min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * decay)))
