@@ -508,6 +508,20 @@ def init_model(model, args) -> None:
         emb.copy_(torch.randn(emb.shape, generator=g) * args.text_embed_std)
 
 
+def resize_latents(model, processor, n: int, args) -> None:
+    """Give the perceiver ``n`` latent queries (fresh, random) when ``--latent-grid`` asks for a
+    different number than the checkpoint has; every other weight is kept."""
+    res = model.model.connector.perceiver_resampler
+    if res.latents.size(0) == n:
+        return
+    g = torch.Generator().manual_seed(args.seed)
+    res.latents = torch.nn.Parameter(torch.randn(n, res.latents.size(1), generator=g) * args.latent_init_std)
+    res.n_latents = n
+    model.config.perceiver_config.resampler_n_latents = n
+    processor.image_seq_len = n
+    model.model.image_seq_len = n
+
+
 def image_features(model, batch):
     pv = batch["pixel_values"][:, 0]
     pam = batch["pixel_attention_mask"][:, 0]
@@ -740,6 +754,7 @@ def main(argv=None) -> None:
         # Continue from an earlier stage (a plain checkpoint: the auxiliary heads start afresh).
         processor = AutoProcessor.from_pretrained(args.init_from)
         model = Idefics2ForConditionalGeneration.from_pretrained(args.init_from)
+        resize_latents(model, processor, build_tiny.IMAGE_SEQ_LEN, args)
     else:
         init_dir = args.output.parent / (args.output.name + "-init")
         build_tiny.build(init_dir, args.seed)
