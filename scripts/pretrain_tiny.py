@@ -477,17 +477,23 @@ class Batcher:
             if rh < rows or rw < cols:
                 continue
             for _ in range(per_page):
-                best, bi = -1.0, (0, 0)
-                for _ in range(6):
-                    r0, c0 = rng.randint(0, rh - rows), rng.randint(0, rw - cols)
-                    v = float(ink[b, r0 : r0 + rows, c0 : c0 + cols].sum())
-                    if v > best:
-                        best, bi = v, (r0, c0)
-                r0, c0 = bi
+                r0, c0 = densest_crop(ink[b, :rh, :rw], rows, cols, rng)
                 xs.append(pv[b, :, r0 * p : (r0 + rows) * p, c0 * p : (c0 + cols) * p])
                 ts.append(pt[b, r0 : r0 + rows, c0 : c0 + cols].reshape(rows * cols, -1))
                 ps.append(page_position_ids(rh, rw, r0, c0, rows, cols, self.per_side))
         return torch.stack(xs), torch.stack(ts), torch.stack(ps)
+
+
+def densest_crop(ink: torch.Tensor, rows: int, cols: int, rng: random.Random, tries: int = 6) -> tuple:
+    """Top-left patch of the most inked of ``tries`` random ``rows x cols`` windows of ``ink``
+    (a page's patches x characters map)."""
+    best, at = -1.0, (0, 0)
+    for _ in range(tries):
+        r0, c0 = rng.randint(0, ink.size(0) - rows), rng.randint(0, ink.size(1) - cols)
+        v = float(ink[r0 : r0 + rows, c0 : c0 + cols].sum())
+        if v > best:
+            best, at = v, (r0, c0)
+    return at
 
 
 # ----------------------------------------------------------------------------------------------
@@ -549,6 +555,12 @@ def crop_features(vision, pixels: torch.Tensor, position_ids: torch.Tensor) -> t
     emb = vision.embeddings
     x = emb.patch_embedding(pixels).flatten(2).transpose(1, 2) + emb.position_embedding(position_ids)
     return vision.post_layernorm(vision.encoder(inputs_embeds=x).last_hidden_state)
+
+
+def slot_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple:
+    """(correct, total) over the slots that hold a character."""
+    ink = targets > 0
+    return int((logits.argmax(-1)[ink] == targets[ink]).sum()), int(ink.sum())
 
 
 def slot_loss(logits, targets, none_weight: float):
@@ -676,6 +688,20 @@ def save_atomic(model, processor, output: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+def json_logger(path: Path, mode: str):
+    """A function that prints a record as one JSON line and appends it to ``path`` at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logf = open(path, mode)
+
+    def log(rec: dict) -> None:
+        line = json.dumps(rec)
+        print(line, flush=True)
+        logf.write(line + "\n")
+        logf.flush()
+
+    return log
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output", type=Path, default=ROOT / "src/doctune/assets/doctune-tiny")
@@ -732,14 +758,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    args.log.parent.mkdir(parents=True, exist_ok=True)
-    logf = open(args.log, args.log_mode)
-
-    def log(rec: dict) -> None:
-        line = json.dumps(rec)
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    log = json_logger(args.log, args.log_mode)
 
     log({"command": "PYTHONPATH=src python " + " ".join([sys.argv[0]] + sys.argv[1:]) if argv is None else str(argv),
          "args": {k: str(v) for k, v in vars(args).items()}, "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -827,24 +846,21 @@ def main(argv=None) -> None:
         if args.patch_weight > 0:
             pl = heads["patch"](vis).view(*vis.shape[:2], args.patch_slots, V)
             losses["patch"] = slot_loss(pl, pt, args.none_weight)
-            with torch.no_grad():
-                ink = pt > 0
-                metrics.setdefault("patch_acc", []).append(float((pl.argmax(-1)[ink] == pt[ink]).float().mean()))
+            right, total = slot_accuracy(pl.detach(), pt)
+            metrics.setdefault("patch_acc", []).append(right / max(total, 1))
         if args.latent_weight > 0:
             ll = heads["latent"](lat).view(*lat.shape[:2], args.latent_slots, V)
             lt = batch["latent_targets"]
             losses["latent"] = slot_loss(ll, lt, args.none_weight)
-            with torch.no_grad():
-                ink = lt > 0
-                metrics.setdefault("latent_acc", []).append(float((ll.argmax(-1)[ink] == lt[ink]).float().mean()))
+            right, total = slot_accuracy(ll.detach(), lt)
+            metrics.setdefault("latent_acc", []).append(right / max(total, 1))
         if args.crop_weight > 0 and args.crops_per_page > 0:
             cx, ctg, cpos = batcher.crops(batch, args.crops_per_page, args.crop_size[0], args.crop_size[1], rng)
             cvis = crop_features(model.model.vision_model, cx, cpos)
             cl = heads["patch"](cvis).view(*cvis.shape[:2], args.patch_slots, V)
             losses["crop"] = slot_loss(cl, ctg, args.none_weight)
-            with torch.no_grad():
-                ink = ctg > 0
-                metrics.setdefault("crop_acc", []).append(float((cl.argmax(-1)[ink] == ctg[ink]).float().mean()))
+            right, total = slot_accuracy(cl.detach(), ctg)
+            metrics.setdefault("crop_acc", []).append(right / max(total, 1))
         if step >= args.lm_start and args.lm_weight > 0:
             losses["lm"] = lm_loss(model, batch, lat)
         total = (args.patch_weight * losses.get("patch", 0) + args.latent_weight * losses.get("latent", 0)

@@ -22,7 +22,6 @@ The output is a plain checkpoint (only the vision encoder changed; the head is d
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import sys
@@ -73,14 +72,7 @@ class PageCache:
             rh, rw = tg.shape[:2]
             if rh < rows or rw < cols:
                 continue
-            ink = tg[..., 0] > 0
-            best, at = -1, (0, 0)
-            for _ in range(6):
-                r0, c0 = rng.randint(0, rh - rows), rng.randint(0, rw - cols)
-                v = int(ink[r0 : r0 + rows, c0 : c0 + cols].sum())
-                if v > best:
-                    best, at = v, (r0, c0)
-            r0, c0 = at
+            r0, c0 = pt.densest_crop(tg[..., 0] > 0, rows, cols, rng)
             xs.append(self.pixels[i][:, r0 * p : (r0 + rows) * p, c0 * p : (c0 + cols) * p].float())
             ts.append(tg[r0 : r0 + rows, c0 : c0 + cols].reshape(rows * cols, -1))
             ps.append(pt.page_position_ids(rh, rw, r0, c0, rows, cols, per_side))
@@ -104,12 +96,6 @@ class PageCache:
         return x, mask, tg.view(n, H * W, K)
 
 
-def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple:
-    """(correct, total) over the slots that hold a character."""
-    ink = targets > 0
-    return int((logits.argmax(-1)[ink] == targets[ink]).sum()), int(ink.sum())
-
-
 @torch.no_grad()
 def page_accuracy(model, head, batcher: pt.Batcher, pages: list, slots: int, vocab: int) -> float:
     """Per-patch character accuracy on whole held-out pages (what the full model will see)."""
@@ -118,7 +104,7 @@ def page_accuracy(model, head, batcher: pt.Batcher, pages: list, slots: int, voc
     for i in range(0, len(pages), 8):
         batch = batcher.make(pages[i : i + 8], 1, random.Random(0))
         vis, _ = pt.image_features(model, batch)
-        r, t = accuracy(head(vis).view(*vis.shape[:2], slots, vocab), batch["patch_targets"])
+        r, t = pt.slot_accuracy(head(vis).view(*vis.shape[:2], slots, vocab), batch["patch_targets"])
         right, total = right + r, total + t
     model.train()
     return round(right / max(total, 1), 4)
@@ -157,13 +143,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    logf = open(args.log, "a")
-
-    def log(rec: dict) -> None:
-        line = json.dumps(rec)
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+    log = pt.json_logger(args.log, "a")
 
     log({"stage": "vision", "command": "PYTHONPATH=src python " + " ".join(sys.argv),
          "args": {k: str(v) for k, v in vars(args).items()}, "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -220,14 +200,14 @@ def main(argv=None) -> None:
             pvis = vision(pixel_values=px, patch_attention_mask=pmask).last_hidden_state
             plogits = head(pvis).view(px.size(0), -1, args.patch_slots, V)
             loss = loss + pt.slot_loss(plogits, ptg, args.none_weight)
-            r, t = accuracy(plogits.detach(), ptg)
+            r, t = pt.slot_accuracy(plogits.detach(), ptg)
             page_right, page_total = page_right + r, page_total + t
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        r, t = accuracy(logits.detach(), tg)
+        r, t = pt.slot_accuracy(logits.detach(), tg)
         right, total = right + r, total + t
         losses.append(float(loss.detach()))
         if step % args.log_every == 0:

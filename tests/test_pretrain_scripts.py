@@ -50,3 +50,17 @@ def test_synth_pages_keep_characters_inside_their_words():
     assert page.chars and page.qa
     width, height = page.image.size
     assert all(0 <= x <= width and 0 <= y <= height for _, x, y, _ in page.chars)
+
+
+def test_densest_crop_picks_the_inked_window():
+    ink = torch.zeros(20, 16)
+    ink[12:14, 3:9] = 1
+    r0, c0 = pretrain_tiny.densest_crop(ink, 4, 8, random.Random(0), tries=200)
+    assert float(ink[r0 : r0 + 4, c0 : c0 + 8].sum()) == 12
+
+
+def test_slot_accuracy_counts_only_filled_slots():
+    logits = torch.zeros(1, 3, 5)
+    logits[0, 0, 2] = logits[0, 1, 4] = logits[0, 2, 0] = 1
+    targets = torch.tensor([[2, 3, 0]])  # the empty slot (0) is right but not counted
+    assert pretrain_tiny.slot_accuracy(logits, targets) == (1, 2)
