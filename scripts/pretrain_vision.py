@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pretrain_tiny as pt  # noqa: E402
+import reading_pages  # noqa: E402
 
 ROOT = pt.ROOT
 
@@ -165,14 +166,14 @@ def main(argv=None) -> None:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
 
     held_rng = random.Random(424242)
-    held = {"generic": [pt.render_generic(3_000_000 + i) for i in range(8)]}
+    held = {"generic": [reading_pages.render_generic(3_000_000 + i) for i in range(8)]}
     for kind in args.kinds + ["invoice"]:
-        held[kind] = [pt.synth_page(kind, 3_100_000 + i, held_rng) for i in range(8)]
+        held[kind] = [reading_pages.synth_page(kind, 3_100_000 + i, held_rng) for i in range(8)]
 
     cache = PageCache(batcher, bargs.patch_size, args.capacity)
     t0 = time.time()
     for _ in range(0, args.first_pages, 16):
-        cache.add(pt.sample_pages(bargs, rng, 16, True), rng)
+        cache.add(reading_pages.sample_pages(bargs, rng, 16, True), rng)
     log({"cache_pages": len(cache.pixels), "render_s": round(time.time() - t0, 1)})
 
     def evaluate() -> dict:
@@ -190,7 +191,7 @@ def main(argv=None) -> None:
         mult = min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * decay)))
         for g in opt.param_groups:
             g["lr"] = args.lr * mult
-        cache.add(pt.sample_pages(bargs, rng, args.pages_per_step, True), rng)
+        cache.add(reading_pages.sample_pages(bargs, rng, args.pages_per_step, True), rng)
         x, tg, pos = cache.crops(args.crops, rows, cols, rng, vision.embeddings.num_patches_per_side)
         logits = head(pt.crop_features(vision, x, pos)).view(x.size(0), rows * cols, args.patch_slots, V)
         loss = pt.slot_loss(logits, tg, args.none_weight)

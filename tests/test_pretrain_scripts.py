@@ -12,6 +12,7 @@ from doctune.models import TINY_MODEL_DIR
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import pretrain_tiny  # noqa: E402
+import reading_pages  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +40,14 @@ def test_crop_position_ids_are_the_pages_own():
 
 
 def test_character_centres_follow_glyph_advances():
-    edges = pretrain_tiny.advance_edges("mil")
+    edges = reading_pages.advance_edges("mil")
     assert edges[0] == 0 and edges[-1] == pytest.approx(1)
     widths = [b - a for a, b in zip(edges, edges[1:])]
     assert widths[0] > 2 * widths[1]  # 'm' is much wider than 'i'
 
 
 def test_synth_pages_keep_characters_inside_their_words():
-    page = pretrain_tiny.synth_page("receipt", 3, random.Random(0))
+    page = reading_pages.synth_page("receipt", 3, random.Random(0))
     assert page.chars and page.qa
     width, height = page.image.size
     assert all(0 <= x <= width and 0 <= y <= height for _, x, y, _ in page.chars)

@@ -1,0 +1,276 @@
+"""Pages to learn reading from: a generic renderer and the non-invoice synth kinds.
+
+Each page comes with its characters' centres (for the dense per-patch objectives of the
+pre-training) and question/answer pairs. Invoices, the demo's target domain, never appear here.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import string
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from PIL import Image, ImageDraw, ImageFont
+
+
+# ----------------------------------------------------------------------------------------------
+# Generic reading pages (own renderer; never invoices)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Page:
+    image: Image.Image
+    chars: list  # (char, cx, cy, line_index) in page pixels, spaces excluded
+    qa: list  # (question, answer)
+    kind: str = "generic"
+    lines: list = field(default_factory=list)
+
+
+def _font_dir() -> str:
+    import matplotlib
+
+    return os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
+
+
+FONT_FILES = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf"]
+
+
+@lru_cache(maxsize=None)
+def font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(os.path.join(_font_dir(), name), size)
+
+
+SYLL = ["ka", "lo", "ren", "ta", "mi", "sor", "vel", "an", "dor", "be", "ri", "nu", "pel", "tas", "gar", "in",
+        "mon", "ste", "ul", "var", "zen", "co", "ha", "li", "bra", "fen", "os", "qui", "tor", "ye"]
+LABELS = ["Date", "Reference", "Account No", "Customer ID", "Order No", "Due Date", "Phone", "Email", "Amount",
+          "Balance", "Subtotal", "Tax", "Total", "Ship To", "Contact", "Store", "Cashier", "Terminal", "Branch",
+          "Sort Code", "IBAN", "Period", "Opening Balance", "Closing Balance", "Delivery Date", "Buyer",
+          "Supplier", "Vendor", "Payment Terms", "Currency", "Name", "Address", "City", "Postcode", "Country",
+          "Department", "Signature", "Case No", "Policy No", "Member ID", "Room", "Guest", "Ticket",
+          "Transaction ID", "Card", "Auth Code", "Approved By", "Project", "Version", "Weight", "Quantity",
+          "Discount", "Deposit", "Change", "Cash", "VAT", "Net", "Gross", "Tel", "Fax", "Ref", "Status"]
+TITLES = ["STATEMENT", "DELIVERY NOTE", "QUOTATION", "MEMO", "PACKING LIST", "REPORT", "RECEIPT", "ORDER FORM",
+          "APPLICATION", "CERTIFICATE", "REMITTANCE ADVICE", "CREDIT NOTE", "WORK ORDER", "SUMMARY"]
+COLUMNS = ["Item", "Description", "Qty", "Price", "Amount", "Date", "Debit", "Credit", "Code", "Unit", "Rate",
+           "Hours", "Ref", "Balance", "Total", "Weight", "SKU", "Days"]
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+def word(rng: random.Random, cap: bool = True) -> str:
+    w = "".join(rng.choice(SYLL) for _ in range(rng.randint(1, 3)))
+    return w.capitalize() if cap else w
+
+
+def value(rng: random.Random, hint: str = "") -> str:
+    k = rng.randrange(12)
+    if k == 0:
+        return f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(2015, 2027)}"
+    if k == 1:
+        return f"{rng.randint(2015, 2027)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    if k == 2:
+        return f"{rng.choice(MONTHS)} {rng.randint(1, 28)}, {rng.randint(2015, 2027)}"
+    if k in (3, 4):
+        v = rng.randint(1, 999999) / 100
+        s = f"{v:,.2f}"
+        return rng.choice(["", "$", "€", "£"]) + s if rng.random() < 0.5 else s
+    if k == 5:
+        return "".join(rng.choice(string.ascii_uppercase) for _ in range(rng.randint(2, 3))) + "-" + str(
+            rng.randint(100, 999999))
+    if k == 6:
+        return str(rng.randint(10, 99999999))
+    if k == 7:
+        return f"{word(rng)} {word(rng)}"
+    if k == 8:
+        return f"{word(rng, False)}@{word(rng, False)}.com"
+    if k == 9:
+        return f"+{rng.randint(1, 99)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}"
+    if k == 10:
+        return f"{rng.randint(1, 999)} {word(rng)} St"
+    return word(rng) + (" " + str(rng.randint(1, 99)) if rng.random() < 0.5 else "")
+
+
+def render_generic(seed: int, width: int = 448) -> Page:
+    """A page of title, key/value blocks, a table and text lines, with exact character centres."""
+    rng = random.Random(seed)
+    height = int(width * rng.choice([1.294, 1.414, 1.2, 1.35]))
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    chars: list = []
+    lines: list = []
+    qa: list = []
+    regular = rng.choice(["DejaVuSans.ttf", "DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf"])
+    size = rng.randint(14, 19)
+    gap = int(size * rng.uniform(1.28, 1.6))
+    margin = rng.randint(14, 36)
+
+    def put(x: float, y: float, text: str, fnt) -> float:
+        """Draw text and record character centres; returns the end x."""
+        draw.text((x, y), text, font=fnt, fill=(0, 0, 0))
+        asc, desc = fnt.getmetrics()
+        top, bottom = y + asc * 0.25, y + asc + desc * 0.3
+        cy = (top + bottom) / 2
+        li = len(lines)
+        for i, ch in enumerate(text):
+            if ch == " ":
+                continue
+            x0 = x + fnt.getlength(text[:i])
+            x1 = x + fnt.getlength(text[: i + 1])
+            chars.append((ch, (x0 + x1) / 2, cy, li))
+        end = x + fnt.getlength(text)
+        lines.append({"text": text, "box": (x, top, end, bottom)})
+        return end
+
+    y = margin
+    title = rng.choice(TITLES) if rng.random() < 0.6 else f"{word(rng)} {word(rng)} {rng.choice(['Ltd', 'GmbH', 'Inc', 'LLC', 'Co'])}"
+    tf = font("DejaVuSans-Bold.ttf", size + rng.randint(3, 8))
+    put(margin, y, title, tf)
+    qa.append((rng.choice(["What is the title of the document?", "What is written at the top of the page?"]), title))
+    y += int(tf.size * 1.8)
+    used: set = set()
+    rf = font(regular, size)
+    while y < height - margin - gap:
+        block = rng.choices(["kv", "kv2", "table", "text"], [4, 2, 2, 1])[0]
+        if block in ("kv", "kv2"):
+            n = rng.randint(2, 6)
+            cols = 2 if block == "kv2" else 1
+            colw = (width - 2 * margin) // cols
+            sep = rng.choice([": ", ": ", " ", " # "])
+            aligned = rng.random() < 0.5
+            stacked = rng.random() < 0.25
+            for _ in range(n):
+                if y > height - margin - gap:
+                    break
+                for c in range(cols):
+                    label = rng.choice(LABELS)
+                    if label in used:
+                        continue
+                    used.add(label)
+                    v = value(rng)
+                    x = margin + c * colw
+                    lab_text = label + sep.rstrip()
+                    if stacked and cols == 1:
+                        put(x, y, label, font("DejaVuSans-Bold.ttf", max(10, size - 2)))
+                        y += int(gap * 0.9)
+                        put(x, y, v, rf)
+                    elif aligned:
+                        put(x, y, lab_text, font(regular if rng.random() < 0.7 else "DejaVuSans-Bold.ttf", size))
+                        vx = x + min(colw * 0.45, rf.getlength("Opening Balance: ") + 4)
+                        if vx + rf.getlength(v) > x + colw - 4:
+                            lines.pop()
+                            chars[:] = [ch for ch in chars if ch[3] < len(lines)]
+                            img.paste((255, 255, 255), (int(x), int(y), int(x + colw), int(y + gap)))
+                            continue
+                        put(vx, y, v, rf)
+                    else:
+                        t = lab_text + " " + v
+                        if rf.getlength(t) > colw - 4:
+                            continue
+                        put(x, y, t, rf)
+                    qa.append((question_for(rng, label), v))
+                y += gap
+            y += gap // 2
+        elif block == "table":
+            ncol = rng.randint(2, 4)
+            heads = rng.sample(COLUMNS, ncol)
+            colw = (width - 2 * margin) / ncol
+            hf = font("DejaVuSans-Bold.ttf", size)
+            for j, h in enumerate(heads):
+                put(margin + j * colw, y, h, hf)
+            draw.line((margin, y + gap - 3, width - margin, y + gap - 3), fill=(90, 90, 90))
+            y += gap
+            for _ in range(rng.randint(2, 5)):
+                if y > height - margin - gap:
+                    break
+                row = [word(rng) if j == 0 else value(rng) for j in range(ncol)]
+                row = [r if rf.getlength(r) < colw - 6 else r[: max(3, int(len(r) * (colw - 6) / rf.getlength(r)))] for r in row]
+                for j, cell in enumerate(row):
+                    put(margin + j * colw, y, cell, rf)
+                j = rng.randrange(1, ncol)
+                qa.append((rng.choice([f"What is the {heads[j]} for {row[0]}?", f"{heads[j]} of {row[0]}?"]), row[j]))
+                y += gap
+            y += gap // 2
+        else:
+            for _ in range(rng.randint(1, 3)):
+                if y > height - margin - gap:
+                    break
+                t = " ".join(word(rng, rng.random() < 0.2) for _ in range(rng.randint(3, 9)))
+                while rf.getlength(t) > width - 2 * margin:
+                    t = t.rsplit(" ", 1)[0]
+                put(margin, y, t, rf)
+                first = t.split(" ")[0]
+                if len(t) <= 40:
+                    qa.append((f"Transcribe the line that starts with \"{first}\".", t))
+                y += gap
+            y += gap // 2
+    return Page(img, chars, qa, "generic", lines)
+
+
+def question_for(rng: random.Random, label: str) -> str:
+    return rng.choice([f"What is the {label}?", f"What is the {label.lower()}?", f"{label}?",
+                       f"What is written next to \"{label}\"?", f"Read the {label.lower()}."])
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic business documents of the other engineer (non-invoice kinds only)
+# ----------------------------------------------------------------------------------------------
+
+
+def synth_available() -> bool:
+    try:
+        from doctune.synth import generate_document  # noqa: F401
+
+        return True
+    except Exception:
+        return False
+
+
+@lru_cache(maxsize=4096)
+def advance_edges(text: str) -> tuple:
+    """Cumulative advance of each character of ``text`` as a fraction of the whole (0 ... 1)."""
+    f = font("DejaVuSans.ttf", 100)
+    total = max(f.getlength(text), 1e-6)
+    return tuple(f.getlength(text[:i]) / total for i in range(len(text) + 1))
+
+
+def synth_page(kind: str, seed: int, rng: random.Random) -> Page:
+    from doctune.synth import generate_document
+
+    doc = generate_document(kind, seed)
+    chars = []
+    boxes = list(getattr(doc, "bounding_boxes", []) or [])
+    words = list(getattr(doc, "words", []) or [])
+    line_of = {}
+    for li, line in enumerate(getattr(doc, "lines", []) or []):
+        line_of[li] = line
+    for wi, (w, b) in enumerate(zip(words, boxes)):
+        x0, y0, x1, y1 = b
+        # The document keeps word boxes only: place each character by its DejaVu Sans advance,
+        # scaled to the box (an even split puts centres of 'i' and 'm' pixels off, which moves
+        # characters across patch borders and teaches the patch head noise).
+        edges = advance_edges(w)
+        for i, ch in enumerate(w):
+            if ch == " ":
+                continue
+            cx = x0 + (edges[i] + edges[i + 1]) / 2 * (x1 - x0)
+            chars.append((ch, cx, (y0 + y1) / 2, wi))
+    qa = [(q, a) for q, a in doc.qa if 0 < len(str(a)) <= 48]
+    lines = list(getattr(doc, "lines", []) or [])
+    for line in lines:
+        t = line["text"] if isinstance(line, dict) else str(line)
+        if 3 < len(t) <= 40 and rng.random() < 0.3:
+            qa.append((f"Transcribe the line that starts with \"{t.split(' ')[0]}\".", t))
+    return Page(doc.image.convert("RGB"), chars, qa, kind, lines)
+
+
+def sample_pages(args, rng: random.Random, n: int, use_synth: bool) -> list:
+    """``n`` training pages: a ``args.synth_frac`` share from the synth kinds, the rest generic."""
+    pages = []
+    for _ in range(n):
+        if use_synth and rng.random() < args.synth_frac:
+            pages.append(synth_page(rng.choice(args.kinds), rng.randrange(10 ** 8), rng))
+        else:
+            pages.append(render_generic(rng.randrange(10 ** 8)))
+    return pages
