@@ -122,21 +122,27 @@ class Batcher:
                 i += 1
         return labels
 
+    def cell_spans(self, n: int, cells: int) -> list:
+        """Patch range ``[a, b)`` along one axis for each of ``cells`` latent cells on a page ``n``
+        patches long. ``anchored``: cell ``i`` is patch ``i`` while the page fits the grid (a cell
+        past the page's edge gets no patch); otherwise, and in ``stretched`` layout, the cells
+        divide the page evenly."""
+        if self.args.latent_layout == "anchored" and n <= cells:
+            return [(i, i + 1) if i < n else (0, 0) for i in range(cells)]
+        spans = []
+        for i in range(cells):
+            a = min(int(i * n / cells), n - 1)
+            spans.append((a, min(max(int(math.ceil((i + 1) * n / cells)), a + 1), n)))
+        return spans
+
     def route_mask(self, pam: torch.Tensor, nh: int, nw: int) -> torch.Tensor:
-        """(B, latents, patches): the patches overlapping each latent's grid cell."""
+        """(B, latents, patches): the patches of each latent's grid cell."""
         B = pam.size(0)
         mask = torch.zeros(B, self.gh, self.gw, nh, nw, dtype=torch.bool)
-        p = self.patch
         for b in range(B):
-            h = int(pam[b, :, 0].sum())
-            w = int(pam[b, 0, :].sum())
-            rh, rw = h // p, w // p
-            for r in range(self.gh):
-                y0, y1 = r * h / self.gh, (r + 1) * h / self.gh
-                r0, r1 = min(int(y0 // p), rh - 1), min(max(int(math.ceil(y1 / p)), int(y0 // p) + 1), rh)
-                for c in range(self.gw):
-                    x0, x1 = c * w / self.gw, (c + 1) * w / self.gw
-                    c0, c1 = min(int(x0 // p), rw - 1), min(max(int(math.ceil(x1 / p)), int(x0 // p) + 1), rw)
+            rh, rw = int(pam[b, :, 0].sum()) // self.patch, int(pam[b, 0, :].sum()) // self.patch
+            for r, (r0, r1) in enumerate(self.cell_spans(rh, self.gh)):
+                for c, (c0, c1) in enumerate(self.cell_spans(rw, self.gw)):
                     mask[b, r, c, r0:r1, c0:c1] = True
         return mask.view(B, self.gh * self.gw, nh * nw)
 
@@ -182,7 +188,12 @@ class Batcher:
                         if n < K:
                             ptgt[b, k, n] = cid
                             pslots[k] = n + 1
-                gr, gc = min(int(y / h * self.gh), self.gh - 1), min(int(x / w * self.gw), self.gw - 1)
+                row_anchored = self.args.latent_layout == "anchored" and rh <= self.gh
+                col_anchored = self.args.latent_layout == "anchored" and rw <= self.gw
+                if (row_anchored and pr >= rh) or (col_anchored and pc >= rw):
+                    continue  # in a partial patch at the page's edge, which the encoder drops
+                gr = pr if row_anchored else min(int(y / h * self.gh), self.gh - 1)
+                gc = pc if col_anchored else min(int(x / w * self.gw), self.gw - 1)
                 k = gr * self.gw + gc
                 n = lslots.get(k, 0)
                 if n < S:
@@ -262,13 +273,37 @@ def resize_latents(model, processor, n: int, args) -> None:
     model.model.image_seq_len = n
 
 
-def image_features(model, batch):
+def fresh_connector(model, processor, n: int, args) -> None:
+    """Replace the connector (modality projection + perceiver) with a freshly initialised one of
+    ``--perceiver-depth`` layers and ``--perceiver-kv-heads`` key/value heads; the vision encoder
+    and the language model keep their weights. A connector trained while it could not route drops
+    the glyph information the encoder has (a linear probe on its output reads half as many
+    characters as one on the encoder's), so it is cheaper to start it again."""
+    from transformers.models.idefics2.modeling_idefics2 import Idefics2Connector
+
+    pc = model.config.perceiver_config
+    pc.resampler_depth = args.perceiver_depth
+    pc.num_key_value_heads = args.perceiver_kv_heads
+    pc.resampler_n_latents = n
+    torch.manual_seed(args.seed)
+    conn = Idefics2Connector(model.config)
+    conn.apply(model._init_weights)
+    g = torch.Generator().manual_seed(args.seed)
+    with torch.no_grad():
+        conn.perceiver_resampler.latents.copy_(torch.randn(n, pc.hidden_size, generator=g) * args.latent_init_std)
+    model.model.connector = conn
+    processor.image_seq_len = n
+    model.model.image_seq_len = n
+
+
+def image_features(model, batch, freeze_vision: bool = False):
     pv = batch["pixel_values"][:, 0]
     pam = batch["pixel_attention_mask"][:, 0]
     p = model.config.vision_config.patch_size
     sub = pam.unfold(1, p, p).unfold(2, p, p)
     patch_mask = sub.sum(dim=(-1, -2)) == p * p
-    vis = model.model.vision_model(pixel_values=pv, patch_attention_mask=patch_mask).last_hidden_state
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not freeze_vision):
+        vis = model.model.vision_model(pixel_values=pv, patch_attention_mask=patch_mask).last_hidden_state
     lat = model.model.connector(vis, attention_mask=patch_mask.view(pv.size(0), -1))
     return vis, lat
 
@@ -289,6 +324,16 @@ def crop_features(vision, pixels: torch.Tensor, position_ids: torch.Tensor) -> t
     emb = vision.embeddings
     x = emb.patch_embedding(pixels).flatten(2).transpose(1, 2) + emb.position_embedding(position_ids)
     return vision.post_layernorm(vision.encoder(inputs_embeds=x).last_hidden_state)
+
+
+def patch_rows_cols(pam: torch.Tensor, patch: int) -> tuple:
+    """(B, patches) row and column of every real patch of each page (-100 on padding)."""
+    B, Hm, Wm = pam.shape
+    nh, nw = Hm // patch, Wm // patch
+    rows = torch.arange(nh)[:, None].expand(nh, nw).reshape(1, -1).repeat(B, 1)
+    cols = torch.arange(nw)[None, :].expand(nh, nw).reshape(1, -1).repeat(B, 1)
+    real = (pam.unfold(1, patch, patch).unfold(2, patch, patch).sum(dim=(-1, -2)) == patch * patch).view(B, -1)
+    return rows.masked_fill(~real, -100), cols.masked_fill(~real, -100)
 
 
 def slot_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple:
@@ -369,7 +414,7 @@ def eval_sets(args) -> dict:
     items = []
     for s in range(args.eval_pages):
         p = render_generic(1_000_000 + s)
-        q, a = rng.choice(p.qa)
+        q, a = rng.choice([x for x in p.qa if not x[0].startswith("What follows")])
         items.append((p.image, q, a))
     sets["generic"] = items
     if synth_available():
@@ -382,7 +427,7 @@ def eval_sets(args) -> dict:
                     print(f"eval synth {kind} failed: {exc!r}", flush=True)
                     break
                 if p.qa:
-                    q, a = rng.choice([x for x in p.qa if not x[0].startswith("Transcribe")] or p.qa)
+                    q, a = rng.choice([x for x in p.qa if not x[0].startswith(("Transcribe", "What follows"))] or p.qa)
                     items.append((p.image, q, a))
             if items:
                 sets[kind] = items
@@ -401,6 +446,13 @@ def run_eval(model, processor, sets: dict) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Saving
 # ----------------------------------------------------------------------------------------------
+
+
+def heads_path(checkpoint: Path) -> Path:
+    """The auxiliary heads of a stage live beside its checkpoint, never in it (the checkpoint stays a
+    plain Idefics2 folder)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent / (checkpoint.name + "-heads.pt")
 
 
 def save_atomic(model, processor, output: Path) -> None:
@@ -450,6 +502,8 @@ def parse_args(argv=None):
     ap.add_argument("--lr-vision", type=float, default=None, help="default: --lr")
     ap.add_argument("--lr-connector", type=float, default=None, help="default: --lr")
     ap.add_argument("--lr-text", type=float, default=None, help="default: --lr")
+    ap.add_argument("--freeze-vision", action="store_true",
+                    help="vision encoder without gradients (a connector-only stage: much faster steps)")
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--schedule-steps", type=int, default=None,
@@ -457,6 +511,9 @@ def parse_args(argv=None):
     ap.add_argument("--min-lr-frac", type=float, default=0.1)
     ap.add_argument("--patch-weight", type=float, default=1.0)
     ap.add_argument("--latent-weight", type=float, default=1.0)
+    ap.add_argument("--pos-weight", type=float, default=0.0,
+                    help="vision outputs predict their patch row and column: keeps the position the "
+                         "perceiver needs to route each latent to its own patches")
     ap.add_argument("--lm-weight", type=float, default=1.0)
     ap.add_argument("--lm-start", type=int, default=200, help="steps of auxiliary losses only before the LM loss")
     ap.add_argument("--init-from", type=Path, default=None, help="continue from this plain checkpoint")
@@ -471,6 +528,13 @@ def parse_args(argv=None):
     ap.add_argument("--patch-slot-mode", default="order", choices=["order", "spatial"],
                     help="order: k-th character in the patch; spatial: character centred in sub-cell k")
     ap.add_argument("--latent-slots", type=int, default=12)
+    ap.add_argument("--fresh-connector", action="store_true",
+                    help="with --init-from: a new connector (--perceiver-depth, --perceiver-kv-heads)")
+    ap.add_argument("--perceiver-depth", type=int, default=1)
+    ap.add_argument("--perceiver-kv-heads", type=int, default=4)
+    ap.add_argument("--latent-layout", default="stretched", choices=["stretched", "anchored"],
+                    help="stretched: the grid divides every page evenly; anchored: latent (r, c) is "
+                         "patch (r, c) on pages that fit the grid (one patch per latent, no mixing)")
     ap.add_argument("--latent-grid", type=int, nargs=2, default=[8, 16], metavar=("COLS", "ROWS"))
     ap.add_argument("--longest-edge", type=int, default=384)
     ap.add_argument("--patch-size", type=int, default=16)
@@ -507,7 +571,10 @@ def main(argv=None) -> None:
         # Continue from an earlier stage (a plain checkpoint: the auxiliary heads start afresh).
         processor = AutoProcessor.from_pretrained(args.init_from)
         model = Idefics2ForConditionalGeneration.from_pretrained(args.init_from)
-        resize_latents(model, processor, build_tiny.IMAGE_SEQ_LEN, args)
+        if args.fresh_connector:
+            fresh_connector(model, processor, build_tiny.IMAGE_SEQ_LEN, args)
+        else:
+            resize_latents(model, processor, build_tiny.IMAGE_SEQ_LEN, args)
     else:
         init_dir = args.output.parent / (args.output.name + "-init")
         build_tiny.build(init_dir, args.seed)
@@ -530,14 +597,26 @@ def main(argv=None) -> None:
     heads = torch.nn.ModuleDict({
         "patch": torch.nn.Linear(vh, args.patch_slots * V),
         "latent": torch.nn.Linear(th, args.latent_slots * V),
+        "pos": torch.nn.Linear(vh, 2 * (args.longest_edge // args.patch_size)),
     })
+    if args.init_from and heads_path(args.init_from).exists():
+        # The auxiliary heads of the stage continued from, where their shapes still fit.
+        saved = torch.load(heads_path(args.init_from), weights_only=True)
+        own = heads.state_dict()
+        kept = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+        heads.load_state_dict(kept, strict=False)
+        log({"heads_loaded": sorted({k.split(".")[0] for k in kept})})
     lrs = {"vision": args.lr_vision or args.lr, "connector": args.lr_connector or args.lr, "text": args.lr_text or args.lr}
     groups = {k: [] for k in lrs}
     for n, p in model.named_parameters():
         key = "vision" if "vision_model" in n else "connector" if "connector" in n else "text"
+        if key == "vision" and args.freeze_vision:
+            p.requires_grad_(False)
+            continue
         groups[key].append(p)
     groups["vision"] += list(heads["patch"].parameters())
     groups["connector"] += list(heads["latent"].parameters())
+    groups["vision"] += list(heads["pos"].parameters())
     opt = torch.optim.AdamW([{"params": ps, "lr": lrs[k], "base_lr": lrs[k], "name": k} for k, ps in groups.items()],
                             weight_decay=args.weight_decay, betas=(0.9, 0.98))
     batcher = Batcher(processor, args)
@@ -569,19 +648,28 @@ def main(argv=None) -> None:
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * mult
         captured.clear()
-        vis, lat = image_features(model, batch)
+        vis, lat = image_features(model, batch, args.freeze_vision)
         losses, metrics = {}, {}
         if args.route_weight > 0 and captured:
             rm = batch["route_mask"].unsqueeze(1).float()  # B 1 L P
             mass = torch.stack([(a[..., : rm.size(-1)] * rm).sum(-1) for a in captured])  # layers B H L
-            losses["route"] = -(mass + 1e-6).log().mean()
-            metrics.setdefault("route_mass", []).append(float(mass.mean()))
+            routed = (rm.sum(-1) > 0).expand_as(mass[0]).expand_as(mass)  # latents past the page: free
+            losses["route"] = -(mass[routed] + 1e-6).log().mean()
+            metrics.setdefault("route_mass", []).append(float(mass[routed].mean()))
         pt = batch["patch_targets"]
         if args.patch_weight > 0:
             pl = heads["patch"](vis).view(*vis.shape[:2], args.patch_slots, V)
             losses["patch"] = slot_loss(pl, pt, args.none_weight)
             right, total = slot_accuracy(pl.detach(), pt)
             metrics.setdefault("patch_acc", []).append(right / max(total, 1))
+        if args.pos_weight > 0 and not args.freeze_vision:
+            rows, cols = patch_rows_cols(batch["pixel_attention_mask"][:, 0], args.patch_size)
+            pl = heads["pos"](vis).view(*vis.shape[:2], 2, -1)
+            real = rows >= 0
+            losses["pos"] = (F.cross_entropy(pl[..., 0, :][real], rows[real])
+                             + F.cross_entropy(pl[..., 1, :][real], cols[real])) / 2
+            metrics.setdefault("pos_acc", []).append(
+                float(((pl[..., 0, :].argmax(-1) == rows) & (pl[..., 1, :].argmax(-1) == cols))[real].float().mean()))
         if args.latent_weight > 0:
             ll = heads["latent"](lat).view(*lat.shape[:2], args.latent_slots, V)
             lt = batch["latent_targets"]
@@ -599,7 +687,7 @@ def main(argv=None) -> None:
             losses["lm"] = lm_loss(model, batch, lat)
         total = (args.patch_weight * losses.get("patch", 0) + args.latent_weight * losses.get("latent", 0)
                  + args.route_weight * losses.get("route", 0) + args.crop_weight * losses.get("crop", 0)
-                 + args.lm_weight * losses.get("lm", 0))
+                 + args.lm_weight * losses.get("lm", 0) + args.pos_weight * losses.get("pos", 0))
         opt.zero_grad(set_to_none=True)
         total.backward()
         gn = torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(heads.parameters()), 1.0)
@@ -620,12 +708,14 @@ def main(argv=None) -> None:
             t_log = time.time()
         if step % args.save_every == 0:
             save_atomic(model, processor, args.output)
+            torch.save(heads.state_dict(), heads_path(args.output))
         if step % args.eval_every == 0:
             t0 = time.time()
             log({"step": step, "eval": run_eval(model, processor, sets), "eval_s": round(time.time() - t0, 1)})
             t_log += time.time() - t0
             t_start += time.time() - t0  # evaluation does not eat the training budget
     save_atomic(model, processor, args.output)
+    torch.save(heads.state_dict(), heads_path(args.output))
     log({"step": step, "final_eval": run_eval(model, processor, sets), "samples_seen": seen,
          "end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 

@@ -205,7 +205,46 @@ def render_generic(seed: int, width: int = 448) -> Page:
                     qa.append((f"Transcribe the line that starts with \"{first}\".", t))
                 y += gap
             y += gap // 2
+    qa += follow_questions(lines, rng)
     return Page(img, chars, qa, "generic", lines)
+
+
+def visual_rows(lines: list) -> list:
+    """The page's text rows, left to right: lines (``{"text", "box"}``) whose vertical centres lie
+    within half a line height of each other are one row (a label and its value, a table row)."""
+    rows = []
+    for line in sorted(lines, key=lambda l: (l["box"][1] + l["box"][3]) / 2):
+        x0, y0, x1, y1 = line["box"]
+        cy, h = (y0 + y1) / 2, max(y1 - y0, 1.0)
+        if rows and abs(rows[-1]["cy"] - cy) < 0.5 * h:
+            rows[-1]["parts"].append((x0, line["text"]))
+        else:
+            rows.append({"cy": cy, "parts": [(x0, line["text"])]})
+    return [" ".join(t for _, t in sorted(r["parts"])) for r in rows]
+
+
+def follow_questions(lines: list, rng: random.Random, n: int = 3, max_len: int = 32) -> list:
+    """Up to ``n`` questions "What follows "<first words of a row>"?" answered by the rest of the
+    row: the label-to-value reading of every key/value pair and table row, on any document."""
+    rows = [r.split() for r in visual_rows(lines)]
+    rows = [r for r in rows if len(r) >= 2]
+    rng.shuffle(rows)
+    out = []
+    for words in rows:
+        k = rng.randint(1, len(words) - 1)
+        prefix, rest = " ".join(words[:k]), words[k:]
+        answer = ""
+        for w in rest:
+            if len(answer) + len(w) + 1 > max_len:
+                break
+            answer = f"{answer} {w}".strip()
+        # The prefix must point at one row only.
+        if not answer or sum(" ".join(r).startswith(prefix) for r in rows) > 1:
+            continue
+        out.append((f"What follows \"{prefix}\"?", answer))
+        if len(out) == n:
+            break
+    return out
 
 
 def question_for(rng: random.Random, label: str) -> str:
@@ -262,6 +301,8 @@ def synth_page(kind: str, seed: int, rng: random.Random) -> Page:
         t = line["text"] if isinstance(line, dict) else str(line)
         if 3 < len(t) <= 40 and rng.random() < 0.3:
             qa.append((f"Transcribe the line that starts with \"{t.split(' ')[0]}\".", t))
+    # A generator of its own: the caller's draws (and so earlier evaluation sets) stay as they were.
+    qa += follow_questions([l for l in lines if isinstance(l, dict)], random.Random(seed))
     return Page(doc.image.convert("RGB"), chars, qa, kind, lines)
 
 

@@ -65,3 +65,57 @@ def test_slot_accuracy_counts_only_filled_slots():
     logits[0, 0, 2] = logits[0, 1, 4] = logits[0, 2, 0] = 1
     targets = torch.tensor([[2, 3, 0]])  # the empty slot (0) is right but not counted
     assert pretrain_tiny.slot_accuracy(logits, targets) == (1, 2)
+
+
+def test_visual_rows_join_a_label_and_its_value_by_x():
+    lines = [
+        {"text": "$12.00", "box": (300, 100, 360, 114)},
+        {"text": "Total:", "box": (40, 101, 90, 115)},
+        {"text": "Thank you", "box": (40, 140, 120, 154)},
+    ]
+    assert reading_pages.visual_rows(lines) == ["Total: $12.00", "Thank you"]
+
+
+def test_follow_questions_are_answered_by_the_rest_of_their_row():
+    lines = [{"text": t, "box": (20, 20 * i, 200, 20 * i + 12)} for i, t in enumerate(
+        ["Invoice # INV-2201", "Date: 03/04/2025", "Bananas 2 3.49 6.98", "Date: 04/04/2025 due"])]
+    rows = reading_pages.visual_rows(lines)
+    qa = reading_pages.follow_questions(lines, random.Random(0), n=10)
+    assert qa
+    for q, a in qa:
+        prefix = q[len('What follows "'):-len('"?')]
+        matches = [r for r in rows if r.startswith(prefix + " ")]
+        assert len(matches) == 1 and matches[0] == f"{prefix} {a}"
+    # "Date:" starts two rows: it is never asked alone.
+    assert all(q != 'What follows "Date:"?' for q, _ in qa)
+
+
+def test_patch_rows_cols_number_the_real_patches_only():
+    pam = torch.zeros(1, 64, 48, dtype=torch.bool)
+    pam[0, :48, :32] = True  # a 3 x 2 patch page padded to 4 x 3
+    rows, cols = pretrain_tiny.patch_rows_cols(pam, 16)
+    assert rows.view(4, 3)[:3, :2].tolist() == [[0, 0], [1, 1], [2, 2]]
+    assert cols.view(4, 3)[:3, :2].tolist() == [[0, 1], [0, 1], [0, 1]]
+    assert (rows.view(4, 3)[3] == -100).all() and (cols.view(4, 3)[:, 2] == -100).all()
+
+
+@pytest.mark.parametrize("layout", ["anchored", "stretched"])
+def test_route_mask_gives_each_latent_its_cell(layout):
+    from transformers import AutoProcessor
+
+    args = pretrain_tiny.parse_args(["--latent-grid", "3", "4", "--latent-layout", layout])
+    batcher = pretrain_tiny.Batcher(AutoProcessor.from_pretrained(TINY_MODEL_DIR), args)
+    pam = torch.zeros(1, 64, 48, dtype=torch.bool)
+    pam[0, :64, :32] = True  # 4 rows x 2 columns of patches on a 3 x 4 latent grid
+    mask = batcher.route_mask(pam, 4, 3).view(4, 3, 4, 3)  # latent row, col, patch row, col
+    if layout == "anchored":
+        for r in range(4):
+            for c in range(3):
+                expected = torch.zeros(4, 3, dtype=torch.bool)
+                if c < 2:
+                    expected[r, c] = True  # one patch per latent; the third column is past the page
+                assert torch.equal(mask[r, c], expected)
+    else:
+        # Every latent sees some patch, and the page's two columns are shared by three latents.
+        assert mask.flatten(2).any(-1).all()
+        assert not mask[..., 2].any()
