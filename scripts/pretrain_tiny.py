@@ -149,7 +149,12 @@ class Batcher:
     def make(self, pages: list, turns: int, rng: random.Random, with_text: bool = True) -> dict:
         texts, images = [], []
         for p in pages:
-            qa = rng.sample(p.qa, min(turns, len(p.qa))) if p.qa else [("What is written at the top?", "?")]
+            # The long transcription ("Read on from ...") is always one of the turns: it is the densest
+            # reading target of the page.
+            long = [x for x in p.qa if x[0].startswith("Read on")][:1]
+            rest = [x for x in p.qa if not x[0].startswith("Read on")]
+            qa = rng.sample(rest, min(turns - len(long), len(rest))) + long
+            qa = qa or [("What is written at the top?", "?")]
             texts.append(self.processor.apply_chat_template(self.conversation(qa)))
             images.append([p.image])
         enc = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
@@ -414,7 +419,7 @@ def eval_sets(args) -> dict:
     items = []
     for s in range(args.eval_pages):
         p = render_generic(1_000_000 + s)
-        q, a = rng.choice([x for x in p.qa if not x[0].startswith("What follows")])
+        q, a = rng.choice([x for x in p.qa if not x[0].startswith(("What follows", "Read on"))])
         items.append((p.image, q, a))
     sets["generic"] = items
     if synth_available():
@@ -427,7 +432,7 @@ def eval_sets(args) -> dict:
                     print(f"eval synth {kind} failed: {exc!r}", flush=True)
                     break
                 if p.qa:
-                    q, a = rng.choice([x for x in p.qa if not x[0].startswith(("Transcribe", "What follows"))] or p.qa)
+                    q, a = rng.choice([x for x in p.qa if not x[0].startswith(("Transcribe", "What follows", "Read on"))] or p.qa)
                     items.append((p.image, q, a))
             if items:
                 sets[kind] = items

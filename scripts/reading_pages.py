@@ -205,7 +205,7 @@ def render_generic(seed: int, width: int = 448) -> Page:
                     qa.append((f"Transcribe the line that starts with \"{first}\".", t))
                 y += gap
             y += gap // 2
-    qa += follow_questions(lines, rng)
+    qa += follow_questions(lines, rng) + follow_questions(lines, rng, n=1, max_len=120, across_rows=True)
     return Page(img, chars, qa, "generic", lines)
 
 
@@ -223,25 +223,37 @@ def visual_rows(lines: list) -> list:
     return [" ".join(t for _, t in sorted(r["parts"])) for r in rows]
 
 
-def follow_questions(lines: list, rng: random.Random, n: int = 3, max_len: int = 32) -> list:
+def follow_questions(lines: list, rng: random.Random, n: int = 3, max_len: int = 32,
+                     across_rows: bool = False) -> list:
     """Up to ``n`` questions "What follows "<first words of a row>"?" answered by the rest of the
-    row: the label-to-value reading of every key/value pair and table row, on any document."""
-    rows = [r.split() for r in visual_rows(lines)]
-    rows = [r for r in rows if len(r) >= 2]
-    rng.shuffle(rows)
+    row: the label-to-value reading of every key/value pair and table row, on any document.
+
+    ``across_rows``: "Read on from "<first words of a row>"." answered by the rest of the row and
+    the rows after it, one per line, up to ``max_len`` characters: a long transcription that gives
+    the language model a target character for every step of its walk over the page."""
+    all_rows = [r.split() for r in visual_rows(lines)]
+    order = [i for i, r in enumerate(all_rows) if len(r) >= 2]
+    rng.shuffle(order)
     out = []
-    for words in rows:
+    for i in order:
+        words = all_rows[i]
         k = rng.randint(1, len(words) - 1)
-        prefix, rest = " ".join(words[:k]), words[k:]
+        prefix = " ".join(words[:k])
+        rest = [words[k:]] + (all_rows[i + 1 :] if across_rows else [])
         answer = ""
-        for w in rest:
-            if len(answer) + len(w) + 1 > max_len:
-                break
-            answer = f"{answer} {w}".strip()
+        for r, row in enumerate(rest):
+            for j, w in enumerate(row):
+                sep = "" if not answer else ("\n" if j == 0 and r > 0 else " ")
+                if len(answer) + len(sep) + len(w) > max_len:
+                    break
+                answer += sep + w
+            else:
+                continue
+            break
         # The prefix must point at one row only.
-        if not answer or sum(" ".join(r).startswith(prefix) for r in rows) > 1:
+        if not answer or sum(" ".join(r).startswith(prefix) for r in all_rows if len(r) >= 2) > 1:
             continue
-        out.append((f"What follows \"{prefix}\"?", answer))
+        out.append((f"Read on from \"{prefix}\"." if across_rows else f"What follows \"{prefix}\"?", answer))
         if len(out) == n:
             break
     return out
@@ -302,7 +314,9 @@ def synth_page(kind: str, seed: int, rng: random.Random) -> Page:
         if 3 < len(t) <= 40 and rng.random() < 0.3:
             qa.append((f"Transcribe the line that starts with \"{t.split(' ')[0]}\".", t))
     # A generator of its own: the caller's draws (and so earlier evaluation sets) stay as they were.
-    qa += follow_questions([l for l in lines if isinstance(l, dict)], random.Random(seed))
+    own = random.Random(seed)
+    boxed = [l for l in lines if isinstance(l, dict)]
+    qa += follow_questions(boxed, own) + follow_questions(boxed, own, n=1, max_len=120, across_rows=True)
     return Page(doc.image.convert("RGB"), chars, qa, kind, lines)
 
 

@@ -119,3 +119,17 @@ def test_route_mask_gives_each_latent_its_cell(layout):
         # Every latent sees some patch, and the page's two columns are shared by three latents.
         assert mask.flatten(2).any(-1).all()
         assert not mask[..., 2].any()
+
+
+def test_every_training_page_gets_its_long_transcription():
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
+    batcher = pretrain_tiny.Batcher(processor, pretrain_tiny.parse_args([]))
+    page = reading_pages.render_generic(3)
+    (question, answer), = [x for x in page.qa if x[0].startswith("Read on")]
+    assert "\n" in answer and len(answer) <= 120
+    for seed in range(3):
+        batch = batcher.make([page], 2, random.Random(seed))
+        text = processor.tokenizer.decode(batch["input_ids"][0])
+        assert question in text and answer in text
