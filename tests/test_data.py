@@ -136,7 +136,7 @@ def test_jsonl_absolute_image_path(tmp_path):
 def test_invalid_jsonl_line_names_file_and_line(tmp_path):
     path = make_docvqa_jsonl(tmp_path / "train.jsonl", n=1)
     path.write_text(path.read_text() + "{not json\n", encoding="utf-8")
-    assert f"{path}:2 is not valid JSON" in _load_error(path)
+    assert f"{path} line 2: not valid JSON" in _load_error(path)
 
 
 def test_missing_local_path_is_not_sent_to_the_hub(tmp_path):

@@ -1,10 +1,28 @@
-"""Writing files so that a crash or a kill never leaves a half-written one behind."""
+"""Reading JSON-lines files with errors that name the line, and writing files so that a crash or a
+kill never leaves a half-written one behind."""
 
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+
+def read_jsonl(path: Path, error: type[Exception]) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for each non-blank line of ``path``, numbered from 1.
+
+    Raises:
+        error: A line is not valid JSON; the message names the file and the line.
+    """
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield line_number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{path} line {line_number}: not valid JSON ({exc.msg}); fix or remove that line") from exc
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -8,7 +8,6 @@ compared on the same footing.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import Levenshtein
 
 from doctune.errors import DoctuneError
-from doctune.files import write_jsonl_atomic
+from doctune.files import read_jsonl, write_jsonl_atomic
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -234,19 +233,12 @@ def _read_rows(path: Path) -> list[tuple[dict, str, list[str]]]:
     if not path.is_file():
         raise ScoreInputError(f"{path}: no such file; pass a JSONL file with 'prediction' and 'answers' per line")
     parsed = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ScoreInputError(f"{path} line {line_number}: not valid JSON ({exc.msg})") from exc
-            try:
-                prediction, answers = _validate_row(row)
-            except ValueError as exc:
-                raise ScoreInputError(f"{path} line {line_number}: {exc}") from exc
-            parsed.append((row, prediction, answers))
+    for line_number, row in read_jsonl(path, ScoreInputError):
+        try:
+            prediction, answers = _validate_row(row)
+        except ValueError as exc:
+            raise ScoreInputError(f"{path} line {line_number}: {exc}") from exc
+        parsed.append((row, prediction, answers))
     return parsed
 
 

@@ -3,7 +3,6 @@ parquet files or folders, and JSONL files. Rows come out as plain mappings for v
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from doctune.errors import DoctuneError
+from doctune.files import read_jsonl
 
 LOCAL_SOURCES_HINT = "a save_to_disk folder, a .parquet file or folder of .parquet files, or a .jsonl file"
 # Column names accepted for the question, in order of preference.
@@ -202,20 +202,13 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         DataError: If a line is not a JSON object.
     """
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_number} is not valid JSON ({exc.msg}); fix that line.") from exc
-            if not isinstance(record, dict):
-                raise DataError(
-                    f"{path}:{line_number} is a JSON {type(record).__name__}; expected an object "
-                    "with image, query (or question) and answers."
-                )
-            records.append(record)
+    for line_number, record in read_jsonl(path, DataError):
+        if not isinstance(record, dict):
+            raise DataError(
+                f"{path} line {line_number}: a JSON {type(record).__name__}; expected an object "
+                "with image, query (or question) and answers."
+            )
+        records.append(record)
     return records
 
 
