@@ -43,3 +43,11 @@ def test_eval_pages_are_never_trained_on_and_blind_pages_are_blank(demo):
         page = Image.open(tmp_path / "data" / "eval-blind" / row["image"]).convert("L")
         assert page.getextrema() == (255, 255)
     assert [r["answers"] for r in rows["eval-blind"]] == [r["answers"] for r in rows["eval"]]
+
+
+@pytest.mark.parametrize("method, frozen", [("full", True), ("lora", False)])
+def test_demo_freezes_the_encoder_only_for_full_fine_tuning(tmp_path, method, frozen):
+    from doctune.demo import _train_config
+
+    config = _train_config(DemoSettings(method=method), tmp_path / "t.jsonl", tmp_path / "e.jsonl", tmp_path / "run")
+    assert config.model.freeze_vision is frozen

@@ -48,6 +48,10 @@ class DemoSettings(BaseModel):
     train_seed: int = 1001
     eval_seed: int = 2002
     method: Literal["full", "lora", "dora"] = Field("full", description="Fine-tuning method.")
+    freeze_vision: bool = Field(
+        True, description="Full fine-tuning: keep the pre-trained vision encoder as it is. It already reads "
+                          "the glyphs of every kind, and a step skips its backward pass."
+    )
     max_steps: int = Field(80, gt=0)
     batch_size: int = Field(16, gt=0)
     learning_rate: float = Field(3e-4, gt=0)
@@ -61,7 +65,8 @@ class DemoSettings(BaseModel):
 
 def _train_config(settings: DemoSettings, train_data: Path, eval_data: Path, output: Path) -> Config:
     return Config(
-        model=ModelSettings(name=settings.model, method=settings.method, precision="fp32"),
+        model=ModelSettings(name=settings.model, method=settings.method, precision="fp32",
+                            freeze_vision=settings.freeze_vision and settings.method == "full"),
         data=DataSettings(train=str(train_data), eval=str(eval_data), max_eval_samples=settings.curve_eval_samples),
         train=TrainSettings(
             output=output, max_steps=settings.max_steps, batch_size=settings.batch_size, grad_accum=1,
