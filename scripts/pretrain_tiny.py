@@ -4,7 +4,7 @@ Starts from the random-weight checkpoint of ``scripts/build_tiny.py`` and trains
 answer reading questions about rendered pages. The target domain of the demo (``invoice``) is
 never trained on; it is only evaluated zero-shot, for information.
 
-Three losses are summed:
+The losses, summed with their ``--*-weight``:
 
 * the language-model loss on the answer tokens (chat format of the fine-tuning, loss on the
   answer and its ``<end_of_utterance>`` only; several question/answer turns per page);
@@ -13,32 +13,41 @@ Three losses are summed:
   bottom). It teaches the vision side to see glyphs long before the language model can use them;
 * ``latent`` (auxiliary, dense): the perceiver latents are laid out on a ``--latent-grid``
   (columns x rows) over the page and a linear head on latent ``i`` predicts the characters in grid
-  cell ``i``. It teaches the perceiver to route each page region to its own visual token.
-
+  cell ``i``. It teaches the perceiver to route each page region to its own visual token. In the
+  ``anchored`` layout (the default) latent ``(r, c)`` is patch ``(r, c)`` itself, so the visual
+  tokens are the page's patches in reading order;
+* ``pos`` (auxiliary): a linear head on every encoder output predicts its patch's row and column.
+  Trained for glyphs alone, the encoder drops where a patch is, and the perceiver, which has no
+  position of its own, cannot route by it;
 * ``crop`` (auxiliary, dense): the same patch head on ink-dense, patch-aligned crops (4 x 8
   patches) of the resized pages: glyph learning is local, and a crop costs a fraction of a page;
 * ``route`` (auxiliary): the first perceiver layer's attention of latent ``i`` is pushed onto the
   patches of its grid cell (-log of the attention mass there). Without it the latents all see the
   same average of the page for hundreds of steps (uniform attention at init).
 
-The heads live outside the Idefics2 model and are discarded when the checkpoint is saved, so the
-output is a plain ``Idefics2ForConditionalGeneration`` + processor folder.
+The heads live outside the Idefics2 model: they are saved beside the checkpoint
+(``<output>-heads.pt``, reloaded by a stage that continues from it), so the output stays a plain
+``Idefics2ForConditionalGeneration`` + processor folder.
+
+Questions: each page's own (label/value, table cells, "Transcribe the line that starts with ..."),
+plus "What follows "<first words of a row>"?" and one long "Read on from ..." transcription
+(``reading_pages.follow_questions``), which every page gets as one of its turns.
 
 Initialisation (``init_model``): perceiver latents random (built from a config they are all ones,
 so every latent is identical), text embeddings with std 1 so text tokens have the unit RMS the
 perceiver's final RMSNorm gives the visual tokens.
 
-Usage (defaults = the second stage of the committed run):
-    PYTHONPATH=src python scripts/pretrain_tiny.py --minutes 68
-
-The committed ``doctune-tiny`` was made in four stages, each continuing from the last; every
-command and its output is in ``src/doctune/assets/doctune-tiny-pretrain.log``. Stages 1 and 2
-shared the CPU with other jobs; stages stopped by hand are written with the step they stopped at.
+The committed ``doctune-tiny`` was made in stages, each continuing from the last; every command
+and its output is in ``src/doctune/assets/doctune-tiny-pretrain.log``. Stages 1 and 2 shared the
+CPU with other jobs; stages stopped by hand are written with the step they stopped at. Stages 1-4
+used the first architecture (128 latents stretched over an 8 x 16 grid, a 2-layer perceiver with 2
+key/value heads), so their commands pin it:
+    OLD="--latent-grid 8 16 --latent-layout stretched --latent-slots 12 --perceiver-depth 2 --perceiver-kv-heads 2"
     # 1: full pages only, 16 pages per step, LM loss from step 300 (stopped at step 400)
-    PYTHONPATH=src python scripts/pretrain_tiny.py --output /tmp/s1 --batch-size 16 \
-        --crops-per-page 0 --lm-start 300 --warmup 50 --max-steps 400 --schedule-steps 1500
+    PYTHONPATH=src python scripts/pretrain_tiny.py $OLD --output /tmp/s1 --batch-size 16 \
+        --crops-per-page 0 --lm-start 300 --warmup 50 --max-steps 400 --schedule-steps 1500 --minutes 68
     # 2: ink-dense crops too, 8 pages per step
-    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s1 --output /tmp/s2 --log-mode a \
+    PYTHONPATH=src python scripts/pretrain_tiny.py $OLD --init-from /tmp/s1 --output /tmp/s2 --log-mode a \
         --minutes 68
     # 3: the vision encoder alone (pretrain_vision.py), in three runs: crops only, whose position
     #    ids were still stretched over the whole grid (stopped at step 1800); crops only with their
@@ -48,9 +57,42 @@ shared the CPU with other jobs; stages stopped by hand are written with the step
         --full-pages 0 --crops 96 --max-steps 800
     PYTHONPATH=src python scripts/pretrain_vision.py --init-from /tmp/s3 --output /tmp/s3 --minutes 30
     # 4: everything again on fresh pages, 5 questions per page
-    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s3 --log-mode a --minutes 62 \
+    PYTHONPATH=src python scripts/pretrain_tiny.py $OLD --init-from /tmp/s3 --log-mode a --minutes 62 \
         --batch-size 8 --turns 5 --crops-per-page 6 --lm-start 50 --warmup 30 --lr 1.5e-3 \
         --lr-vision 5e-4 --eval-every 200 --save-every 100
+
+Stages 5-8 moved to one latent per patch (432 latents anchored on an 18 x 24 grid) and a fresh
+1-layer connector. Stages 5a-5c trained the old connector with 432 latents; only their effect on
+the vision encoder (the position head of 5b-5c) lasts, since stage 6 replaces the connector.
+    # 5a: routing only, vision frozen, stretched layout, 2 perceiver layers (150 steps)
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s4 --output /tmp/s5a --log-mode a \
+        --perceiver-depth 2 --perceiver-kv-heads 2 --latent-layout stretched --route-layers 2 \
+        --batch-size 8 --turns 1 --crops-per-page 0 --freeze-vision --patch-weight 0 --lm-weight 0 \
+        --route-weight 1 --lr 5e-3 --warmup 10 --max-steps 150 --schedule-steps 150
+    # 5b: + the encoder's position head, vision trained (stopped at step 310 of 400)
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s5a --output /tmp/s5b --log-mode a \
+        --perceiver-depth 2 --perceiver-kv-heads 2 --latent-layout stretched --route-layers 2 \
+        --turns 1 --crops-per-page 0 --pos-weight 1 --lm-weight 0 --route-weight 1 --lr 3e-3 \
+        --lr-vision 5e-4 --warmup 20 --max-steps 400 --schedule-steps 400
+    # 5c: anchored layout (stopped at step 120 of 200)
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s5b --output /tmp/s5c --log-mode a \
+        --perceiver-depth 2 --perceiver-kv-heads 2 --route-layers 2 --turns 1 --crops-per-page 0 \
+        --pos-weight 1 --lm-weight 0 --route-weight 1 --lr 3e-3 --lr-vision 3e-4 --warmup 10 \
+        --max-steps 200 --schedule-steps 200
+    # 6a, 6b: a fresh connector, trained alone (vision frozen) on routing and the per-latent head
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s5c --fresh-connector --output /tmp/s6a \
+        --log-mode a --turns 1 --crops-per-page 0 --freeze-vision --patch-weight 0 --lm-weight 0 \
+        --route-weight 1 --lr 3e-3 --warmup 10 --max-steps 300 --schedule-steps 300
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s6a --output /tmp/s6b --log-mode a \
+        --turns 1 --crops-per-page 0 --freeze-vision --patch-weight 0 --lm-weight 0 --route-weight 1 \
+        --lr 4e-3 --warmup 10 --max-steps 400 --schedule-steps 400
+    # 7: the language model too, 6 questions per page (stopped at step 440)
+    LM="--turns 6 --crops-per-page 0 --freeze-vision --patch-weight 0 --pos-weight 0 --route-weight 0.5 \
+        --lm-start 0 --lr 1.5e-3 --warmup 30 --eval-every 200 --save-every 50"
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s6b --output /tmp/s7 --log-mode a \
+        $LM --minutes 75
+    # 8: as 7, with a long transcription turn on every page
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s7 --log-mode a $LM --minutes 75
 """
 
 from __future__ import annotations
@@ -532,15 +574,16 @@ def parse_args(argv=None):
     ap.add_argument("--patch-slots", type=int, default=6)
     ap.add_argument("--patch-slot-mode", default="order", choices=["order", "spatial"],
                     help="order: k-th character in the patch; spatial: character centred in sub-cell k")
-    ap.add_argument("--latent-slots", type=int, default=12)
+    ap.add_argument("--latent-slots", type=int, default=6)
     ap.add_argument("--fresh-connector", action="store_true",
-                    help="with --init-from: a new connector (--perceiver-depth, --perceiver-kv-heads)")
+                    help="with --init-from: a new connector (--perceiver-depth, --perceiver-kv-heads); "
+                         "without --init-from the connector is always new")
     ap.add_argument("--perceiver-depth", type=int, default=1)
     ap.add_argument("--perceiver-kv-heads", type=int, default=4)
-    ap.add_argument("--latent-layout", default="stretched", choices=["stretched", "anchored"],
+    ap.add_argument("--latent-layout", default="anchored", choices=["stretched", "anchored"],
                     help="stretched: the grid divides every page evenly; anchored: latent (r, c) is "
                          "patch (r, c) on pages that fit the grid (one patch per latent, no mixing)")
-    ap.add_argument("--latent-grid", type=int, nargs=2, default=[8, 16], metavar=("COLS", "ROWS"))
+    ap.add_argument("--latent-grid", type=int, nargs=2, default=[18, 24], metavar=("COLS", "ROWS"))
     ap.add_argument("--longest-edge", type=int, default=384)
     ap.add_argument("--patch-size", type=int, default=16)
     ap.add_argument("--latent-init-std", type=float, default=0.02)
@@ -572,6 +615,8 @@ def main(argv=None) -> None:
     build_tiny.IMAGE_LONGEST_EDGE = args.longest_edge
     build_tiny.IMAGE_SEQ_LEN = args.latent_grid[0] * args.latent_grid[1]
     build_tiny.PATCH_SIZE = args.patch_size
+    build_tiny.PERCEIVER_DEPTH = args.perceiver_depth
+    build_tiny.PERCEIVER_KV_HEADS = args.perceiver_kv_heads
     if args.init_from:
         # Continue from an earlier stage (a plain checkpoint: the auxiliary heads start afresh).
         processor = AutoProcessor.from_pretrained(args.init_from)
@@ -660,7 +705,7 @@ def main(argv=None) -> None:
             mass = torch.stack([(a[..., : rm.size(-1)] * rm).sum(-1) for a in captured])  # layers B H L
             routed = (rm.sum(-1) > 0).expand_as(mass[0]).expand_as(mass)  # latents past the page: free
             losses["route"] = -(mass[routed] + 1e-6).log().mean()
-            metrics.setdefault("route_mass", []).append(float(mass[routed].mean()))
+            metrics.setdefault("route_mass", []).append(float(mass[routed].detach().mean()))
         pt = batch["patch_targets"]
         if args.patch_weight > 0:
             pl = heads["patch"](vis).view(*vis.shape[:2], args.patch_slots, V)

@@ -133,3 +133,27 @@ def test_every_training_page_gets_its_long_transcription():
         batch = batcher.make([page], 2, random.Random(seed))
         text = processor.tokenizer.decode(batch["input_ids"][0])
         assert question in text and answer in text
+
+
+def test_fresh_connector_keeps_the_other_weights_and_saves_a_plain_checkpoint(tmp_path):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
+    model = Idefics2ForConditionalGeneration.from_pretrained(TINY_MODEL_DIR)
+    vision = {k: v.clone() for k, v in model.model.vision_model.state_dict().items()}
+    args = pretrain_tiny.parse_args(["--perceiver-depth", "1", "--perceiver-kv-heads", "4"])
+    pretrain_tiny.fresh_connector(model, processor, 24, args)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+
+    loaded = Idefics2ForConditionalGeneration.from_pretrained(tmp_path)
+    perceiver = loaded.config.perceiver_config
+    assert (perceiver.resampler_depth, perceiver.num_key_value_heads, perceiver.resampler_n_latents) == (1, 4, 24)
+    for key, value in loaded.model.vision_model.state_dict().items():
+        torch.testing.assert_close(value, vision[key])
+    latents = loaded.model.connector.perceiver_resampler.latents
+    assert latents.std() > 0  # distinct queries, not the all-ones of a config-built perceiver
+    inputs = AutoProcessor.from_pretrained(tmp_path)(
+        text=["<image>What is the total?"], images=[[reading_pages.render_generic(0).image]], return_tensors="pt")
+    assert int((inputs["input_ids"] == loaded.config.image_token_id).sum()) == 24
+    assert loaded(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
