@@ -69,12 +69,13 @@ the vision encoder (the position head of 5b-5c) lasts, since stage 6 replaces th
         --perceiver-depth 2 --perceiver-kv-heads 2 --latent-layout stretched --route-layers 2 \
         --batch-size 8 --turns 1 --crops-per-page 0 --freeze-vision --patch-weight 0 --lm-weight 0 \
         --route-weight 1 --lr 5e-3 --warmup 10 --max-steps 150 --schedule-steps 150
-    # 5b: + the encoder's position head, vision trained (stopped at step 310 of 400)
+    # 5b: + the encoder's position head, vision trained (stopped after step 310 of 400; the step-300
+    #     checkpoint goes on)
     PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s5a --output /tmp/s5b --log-mode a \
         --perceiver-depth 2 --perceiver-kv-heads 2 --latent-layout stretched --route-layers 2 \
         --turns 1 --crops-per-page 0 --pos-weight 1 --lm-weight 0 --route-weight 1 --lr 3e-3 \
         --lr-vision 5e-4 --warmup 20 --max-steps 400 --schedule-steps 400
-    # 5c: anchored layout (stopped at step 120 of 200)
+    # 5c: anchored layout (stopped after step 90 of 200; the step-50 checkpoint goes on)
     PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s5b --output /tmp/s5c --log-mode a \
         --perceiver-depth 2 --perceiver-kv-heads 2 --route-layers 2 --turns 1 --crops-per-page 0 \
         --pos-weight 1 --lm-weight 0 --route-weight 1 --lr 3e-3 --lr-vision 3e-4 --warmup 10 \
@@ -86,7 +87,8 @@ the vision encoder (the position head of 5b-5c) lasts, since stage 6 replaces th
     PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s6a --output /tmp/s6b --log-mode a \
         --turns 1 --crops-per-page 0 --freeze-vision --patch-weight 0 --lm-weight 0 --route-weight 1 \
         --lr 4e-3 --warmup 10 --max-steps 400 --schedule-steps 400
-    # 7: the language model too, 6 questions per page (stopped at step 440)
+    # 7: the language model too, 6 questions per page (stopped after step 440; the step-400 checkpoint
+    #    goes on)
     LM="--turns 6 --crops-per-page 0 --freeze-vision --patch-weight 0 --pos-weight 0 --route-weight 0.5 \
         --lm-start 0 --lr 1.5e-3 --warmup 30 --eval-every 200 --save-every 50"
     PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s6b --output /tmp/s7 --log-mode a \
