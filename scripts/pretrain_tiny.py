@@ -314,9 +314,20 @@ def resize_latents(model, processor, n: int, args) -> None:
     res = model.model.connector.perceiver_resampler
     if res.latents.size(0) == n:
         return
-    g = torch.Generator().manual_seed(args.seed)
-    res.latents = torch.nn.Parameter(torch.randn(n, res.latents.size(1), generator=g) * args.latent_init_std)
+    res.latents = torch.nn.Parameter(random_latents(n, res.latents.size(1), args))
     res.n_latents = n
+    use_latent_count(model, processor, n)
+
+
+def random_latents(n: int, width: int, args) -> torch.Tensor:
+    """Distinct, small latent queries (built from a config they are all ones, so every latent is
+    identical), so the attended image content dominates the residual stream."""
+    g = torch.Generator().manual_seed(args.seed)
+    return torch.randn(n, width, generator=g) * args.latent_init_std
+
+
+def use_latent_count(model, processor, n: int) -> None:
+    """Make the config, the model and the processor agree on ``n`` visual tokens per image."""
     model.config.perceiver_config.resampler_n_latents = n
     processor.image_seq_len = n
     model.model.image_seq_len = n
@@ -333,16 +344,13 @@ def fresh_connector(model, processor, n: int, args) -> None:
     pc = model.config.perceiver_config
     pc.resampler_depth = args.perceiver_depth
     pc.num_key_value_heads = args.perceiver_kv_heads
-    pc.resampler_n_latents = n
+    use_latent_count(model, processor, n)
     torch.manual_seed(args.seed)
     conn = Idefics2Connector(model.config)
     conn.apply(model._init_weights)
-    g = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
-        conn.perceiver_resampler.latents.copy_(torch.randn(n, pc.hidden_size, generator=g) * args.latent_init_std)
+        conn.perceiver_resampler.latents.copy_(random_latents(n, pc.hidden_size, args))
     model.model.connector = conn
-    processor.image_seq_len = n
-    model.model.image_seq_len = n
 
 
 def image_features(model, batch, freeze_vision: bool = False):
@@ -504,7 +512,9 @@ def heads_path(checkpoint: Path) -> Path:
     return checkpoint.parent / (checkpoint.name + "-heads.pt")
 
 
-def save_atomic(model, processor, output: Path) -> None:
+def save_atomic(model, processor, output: Path, heads=None) -> None:
+    """Write the plain checkpoint through a temporary folder (a kill never leaves half of one), and
+    the auxiliary ``heads`` beside it."""
     output = Path(output)
     tmp = output.parent / (output.name + ".tmp")
     old = output.parent / (output.name + ".old")
@@ -516,6 +526,8 @@ def save_atomic(model, processor, output: Path) -> None:
         output.rename(old)
     tmp.rename(output)
     shutil.rmtree(old, ignore_errors=True)
+    if heads is not None:
+        torch.save(heads.state_dict(), heads_path(output))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -759,15 +771,13 @@ def main(argv=None) -> None:
             acc = {}
             t_log = time.time()
         if step % args.save_every == 0:
-            save_atomic(model, processor, args.output)
-            torch.save(heads.state_dict(), heads_path(args.output))
+            save_atomic(model, processor, args.output, heads)
         if step % args.eval_every == 0:
             t0 = time.time()
             log({"step": step, "eval": run_eval(model, processor, sets), "eval_s": round(time.time() - t0, 1)})
             t_log += time.time() - t0
             t_start += time.time() - t0  # evaluation does not eat the training budget
-    save_atomic(model, processor, args.output)
-    torch.save(heads.state_dict(), heads_path(args.output))
+    save_atomic(model, processor, args.output, heads)
     log({"step": step, "final_eval": run_eval(model, processor, sets), "samples_seen": seen,
          "end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
