@@ -113,7 +113,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_tiny  # noqa: E402
-from reading_pages import render_generic, sample_pages, synth_available, synth_page  # noqa: E402
+from reading_pages import (  # noqa: E402
+    lookup_sample, render_generic, sample_pages, synth_available, synth_page, visual_rows)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,10 +140,10 @@ class Batcher:
         i = self.tok.convert_tokens_to_ids(ch)
         return i if i is not None and i != self.tok.unk_token_id else self.tok.unk_token_id
 
-    def conversation(self, qa: list) -> list:
+    def conversation(self, qa: list, image: bool = True) -> list:
         msgs = []
         for i, (q, a) in enumerate(qa):
-            content = ([{"type": "image"}] if i == 0 else []) + [{"type": "text", "text": q}]
+            content = ([{"type": "image"}] if i == 0 and image else []) + [{"type": "text", "text": q}]
             msgs.append({"role": "user", "content": content})
             msgs.append({"role": "assistant", "content": [{"type": "text", "text": a}]})
         return msgs
@@ -165,6 +166,35 @@ class Batcher:
                     i = j
                 i += 1
         return labels
+
+    def text_batch(self, pages: list, per_page: int, rng: random.Random, rows: int) -> dict:
+        """Questions about the page's text instead of its image: the user turn holds ``rows``
+        consecutive rows of the page's text (the ones around the answer) and then the question.
+        Reading from characters the model is given is the copy skill that reading from visual
+        tokens needs too, at a fraction of the sequence length."""
+        texts = []
+        for p in pages:
+            page_rows = visual_rows(p.lines)
+            for q, a in rng.sample(p.qa, min(per_page, len(p.qa))):
+                first = a.split("\n")[0]
+                at = next((i for i, r in enumerate(page_rows) if first in r), 0)
+                lo = max(0, min(at - rng.randint(0, rows - 1), len(page_rows) - rows))
+                context = "\n".join(page_rows[lo : lo + rows])
+                texts.append(self.text_turn(context, q, a))
+        return self.text_encode(texts)
+
+    def lookup_batch(self, n: int, length: int, rng: random.Random) -> dict:
+        """``n`` text-only "What follows" questions about random strings of ``length`` characters."""
+        return self.text_encode([self.text_turn(*lookup_sample(rng, length)) for _ in range(n)])
+
+    def text_turn(self, context: str, question: str, answer: str) -> str:
+        return self.processor.apply_chat_template(self.conversation([(context + "\n" + question, answer)], image=False))
+
+    def text_encode(self, texts: list) -> dict:
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        out = dict(enc)
+        out["labels"] = self.labels_for(enc["input_ids"])
+        return out
 
     def cell_spans(self, n: int, cells: int) -> list:
         """Patch range ``[a, b)`` along one axis for each of ``cells`` latent cells on a page ``n``
@@ -409,16 +439,91 @@ def slot_loss(logits, targets, none_weight: float):
     return ce[ink].sum() / ink.sum().clamp(min=1) + none_weight * ce[empty].sum() / empty.sum().clamp(min=1)
 
 
-def lm_loss(model, batch, lat):
+class OracleTokens(torch.nn.Module):
+    """The visual tokens an ideal connector would give: each latent's characters, embedded.
+
+    Latent ``i`` holding characters ``c_0 .. c_k`` (its ``latent_targets`` slots) becomes
+    ``sum_s W_s E[c_s]``, scaled to unit RMS like the perceiver's output, where ``E`` is a fixed
+    snapshot of the language model's input embeddings and ``W_s`` a fixed random rotation per slot
+    (``W_0`` the identity, so a latent's first character reads as that character). A latent without
+    characters is the space. Two uses:
+
+    * the language model learns to read and copy from these clean tokens (``--oracle-lm``), without
+      the vision encoder and connector in the step, so reading circuits form before the connector
+      is good enough to need them;
+    * the connector learns to produce them (``--oracle-weight``), so the circuits then apply to the
+      page's real visual tokens.
+
+    The tables are buffers: saved with the heads, so every later stage uses the same targets."""
+
+    def __init__(self, embeddings: torch.Tensor, slots: int, blank: int, seed: int):
+        super().__init__()
+        d = embeddings.size(1)
+        g = torch.Generator().manual_seed(seed)
+        rotations = [torch.eye(d)] + [torch.linalg.qr(torch.randn(d, d, generator=g))[0] for _ in range(slots - 1)]
+        self.register_buffer("codebook", embeddings.detach().clone())
+        self.register_buffer("rotations", torch.stack(rotations))
+        self.register_buffer("blank", torch.tensor(blank))
+
+    def forward(self, targets: torch.Tensor) -> torch.Tensor:
+        """(B, latents, slots) character ids, 0 where a slot is empty -> (B, latents, hidden)."""
+        filled = (targets > 0).unsqueeze(-1)
+        e = torch.einsum("blsd,sed->blse", self.codebook[targets], self.rotations)
+        v = (e * filled).sum(2)
+        empty = ~filled.any(2).squeeze(-1)
+        v[empty] = self.codebook[self.blank]
+        return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+def lm_loss(model, batch, lat=None):
+    """Answer-token loss with ``lat`` as the visual tokens (none: a text-only batch), and
+    statistics: ``answer_acc`` (answers predicted exactly, teacher forced) and ``late`` (the loss
+    on answer tokens from the fourth on, where a model that copies from the page is all but sure)."""
     ids = batch["input_ids"]
     emb = model.model.text_model.get_input_embeddings()(ids)
-    mask = ids == model.config.image_token_id
-    emb = emb.masked_scatter(mask.unsqueeze(-1), lat.reshape(-1, lat.size(-1)).to(emb.dtype))
+    if lat is not None:
+        mask = ids == model.config.image_token_id
+        emb = emb.masked_scatter(mask.unsqueeze(-1), lat.reshape(-1, lat.size(-1)).to(emb.dtype))
     hidden = model.model.text_model(inputs_embeds=emb, attention_mask=batch["attention_mask"]).last_hidden_state
     labels = batch["labels"][:, 1:]
     sel = labels != -100
     logits = model.lm_head(hidden[:, :-1][sel])
-    return F.cross_entropy(logits, labels[sel])
+    ce = F.cross_entropy(logits, labels[sel], reduction="none")
+    right, total = answers_right(logits.detach().argmax(-1) == labels[sel], sel)
+    late = sel.clone()
+    for k in (1, 2, 3):
+        late[:, k:] &= sel[:, :-k]
+        late[:, :k] = False
+    late = late[sel]
+    return ce.mean(), {"answer_acc": right / max(total, 1),
+                       "late": float(ce.detach()[late].mean()) if late.any() else float("nan")}
+
+
+def lookup_length(schedule: str, step: int) -> int:
+    """The string length ``--lookup-schedule`` gives ``step`` (0: past the schedule)."""
+    for part in filter(None, schedule.split(",")):
+        length, steps = (int(x) for x in part.split(":"))
+        if step < steps:
+            return length
+        step -= steps
+    return 0
+
+
+def answers_right(hits: torch.Tensor, sel: torch.Tensor) -> tuple:
+    """(answers whose every token is predicted right, answers) under teacher forcing: the answers
+    greedy decoding would reproduce exactly. ``hits`` follows ``sel``'s True entries row by row."""
+    right = total = 0
+    at = 0
+    for row in sel:
+        idx = row.nonzero().flatten().tolist()
+        start = 0
+        for i in range(1, len(idx) + 1):
+            if i == len(idx) or idx[i] != idx[i - 1] + 1:  # an answer ends where the labels break
+                right += bool(hits[at + start : at + i].all())
+                total += 1
+                start = i
+        at += len(idx)
+    return right, total
 
 
 # ----------------------------------------------------------------------------------------------
@@ -489,6 +594,34 @@ def eval_sets(args) -> dict:
             if items:
                 sets[kind] = items
     return sets
+
+
+def probe_batch(batcher, args) -> dict:
+    """A fixed batch of held-out pages (generic and every synth kind, never the target domain) with
+    ``args.turns`` questions each, for teacher-forced checks of reading."""
+    rng = random.Random(20_000 + args.seed)
+    pages = [render_generic(2_000_000 + s) for s in range(args.eval_pages // 2)]
+    if synth_available():
+        pages += [synth_page(k, 2_000_000 + s, rng) for k in args.kinds for s in range(2)]
+    return batcher.make(pages, args.turns, rng)
+
+
+@torch.no_grad()
+def probe_eval(model, batch: dict, oracle) -> dict:
+    """Answer loss and answers read exactly (teacher forced, so what greedy decoding would give)
+    on the probe batch, from the connector's visual tokens and from the oracle's: the gap says
+    whether the connector or the language model limits reading."""
+    model.eval()
+    try:
+        _, lat = image_features(model, batch)
+        res = {}
+        for name, tokens in (("real", lat), ("oracle", oracle(batch["latent_targets"]))):
+            loss, stats = lm_loss(model, batch, tokens)
+            res[name] = {"lm": round(float(loss), 4), **{k: round(v, 4) for k, v in stats.items()}}
+        res["oracle_cos"] = round(float(torch.nn.functional.cosine_similarity(lat, oracle(batch["latent_targets"]), dim=-1).mean()), 4)
+    finally:
+        model.train()
+    return res
 
 
 def run_eval(model, processor, sets: dict) -> dict:
@@ -576,8 +709,26 @@ def parse_args(argv=None):
                     help="vision outputs predict their patch row and column: keeps the position the "
                          "perceiver needs to route each latent to its own patches")
     ap.add_argument("--lm-weight", type=float, default=1.0)
+    ap.add_argument("--oracle-lm", type=float, default=0.0,
+                    help="share of pages whose language-model input is the oracle visual tokens (their "
+                         "characters, embedded; see OracleTokens) instead of the connector's; 1 leaves the "
+                         "vision encoder and connector out of the step")
+    ap.add_argument("--text-per-page", type=int, default=0,
+                    help="questions per page asked about the page's text rows instead of its image "
+                         "(a text-only batch beside the image batch; Batcher.text_batch)")
+    ap.add_argument("--text-rows", type=int, default=8, help="rows of page text in a text-only question")
+    ap.add_argument("--text-weight", type=float, default=1.0)
+    ap.add_argument("--lookup-schedule", default="",
+                    help="LENGTH:STEPS,...: a text-only batch of --lookup-batch \"What follows\" questions "
+                         "about random strings each step, the strings growing by the schedule (lookup_sample)")
+    ap.add_argument("--lookup-batch", type=int, default=32)
+    ap.add_argument("--oracle-weight", type=float, default=0.0,
+                    help="the connector's output regressed onto the oracle visual tokens (mean squared error)")
     ap.add_argument("--lm-start", type=int, default=200, help="steps of auxiliary losses only before the LM loss")
     ap.add_argument("--init-from", type=Path, default=None, help="continue from this plain checkpoint")
+    ap.add_argument("--connector-from", type=Path, default=None,
+                    help="with --init-from: the connector (and the latent and oracle heads) of this "
+                         "checkpoint instead, e.g. one trained alongside on the same encoder")
     ap.add_argument("--crop-weight", type=float, default=1.0, help="patch-character loss on ink-dense crops")
     ap.add_argument("--crops-per-page", type=int, default=12)
     ap.add_argument("--crop-size", type=int, nargs=2, default=[4, 8], metavar=("ROWS", "COLS"), help="in patches")
@@ -639,6 +790,9 @@ def main(argv=None) -> None:
             fresh_connector(model, processor, build_tiny.IMAGE_SEQ_LEN, args)
         else:
             resize_latents(model, processor, build_tiny.IMAGE_SEQ_LEN, args)
+        if args.connector_from:
+            other = Idefics2ForConditionalGeneration.from_pretrained(args.connector_from)
+            model.model.connector.load_state_dict(other.model.connector.state_dict())
     else:
         init_dir = args.output.parent / (args.output.name + "-init")
         build_tiny.build(init_dir, args.seed)
@@ -662,14 +816,18 @@ def main(argv=None) -> None:
         "patch": torch.nn.Linear(vh, args.patch_slots * V),
         "latent": torch.nn.Linear(th, args.latent_slots * V),
         "pos": torch.nn.Linear(vh, 2 * (args.longest_edge // args.patch_size)),
+        "oracle": OracleTokens(model.model.text_model.get_input_embeddings().weight, args.latent_slots,
+                               processor.tokenizer.convert_tokens_to_ids(" "), args.seed),
     })
-    if args.init_from and heads_path(args.init_from).exists():
-        # The auxiliary heads of the stage continued from, where their shapes still fit.
-        saved = torch.load(heads_path(args.init_from), weights_only=True)
-        own = heads.state_dict()
-        kept = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
-        heads.load_state_dict(kept, strict=False)
-        log({"heads_loaded": sorted({k.split(".")[0] for k in kept})})
+    for source, names in ((args.init_from, None), (args.connector_from, ("latent", "oracle"))):
+        if source and heads_path(source).exists():
+            # The auxiliary heads of the stage continued from, where their shapes still fit.
+            saved = torch.load(heads_path(source), weights_only=True)
+            own = heads.state_dict()
+            kept = {k: v for k, v in saved.items()
+                    if k in own and own[k].shape == v.shape and (names is None or k.split(".")[0] in names)}
+            heads.load_state_dict(kept, strict=False)
+            log({"heads_loaded": sorted({k.split(".")[0] for k in kept}), "from": str(source)})
     lrs = {"vision": args.lr_vision or args.lr, "connector": args.lr_connector or args.lr, "text": args.lr_text or args.lr}
     groups = {k: [] for k in lrs}
     for n, p in model.named_parameters():
@@ -687,6 +845,7 @@ def main(argv=None) -> None:
     use_synth = synth_available() and args.synth_frac > 0
     log({"synth_available": use_synth, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)})
     sets = eval_sets(args)
+    probe = probe_batch(batcher, args)
     log({"eval_sets": {k: len(v) for k, v in sets.items()}})
 
     budget = args.minutes * 60
@@ -699,7 +858,7 @@ def main(argv=None) -> None:
     while step < args.max_steps and time.time() - t_start < budget:
         rng = random.Random(args.seed * 1_000_003 + step)
         pages = sample_pages(args, rng, args.batch_size, use_synth)
-        batch = batcher.make(pages, args.turns, rng)
+        batch = batcher.make(pages, args.turns, rng) if pages else None  # --batch-size 0: text-only steps
         # Learning rate: warmup, then cosine to min over the estimated number of steps in the budget.
         elapsed = time.time() - t_start
         if args.schedule_steps:
@@ -712,21 +871,31 @@ def main(argv=None) -> None:
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * mult
         captured.clear()
-        vis, lat = image_features(model, batch, args.freeze_vision)
         losses, metrics = {}, {}
-        if args.route_weight > 0 and captured:
+        oracle_only = args.oracle_lm >= 1 or batch is None
+        lat = ideal = None
+        if not oracle_only:
+            vis, lat = image_features(model, batch, args.freeze_vision)
+        if batch is not None and (args.oracle_lm > 0 or args.oracle_weight > 0):
+            ideal = heads["oracle"](batch["latent_targets"])
+        if args.oracle_weight > 0 and lat is not None:
+            losses["oracle"] = F.mse_loss(lat, ideal)
+            metrics.setdefault("oracle_cos", []).append(float(F.cosine_similarity(lat.detach(), ideal, dim=-1).mean()))
+        if oracle_only:
+            pass
+        elif args.route_weight > 0 and captured:
             rm = batch["route_mask"].unsqueeze(1).float()  # B 1 L P
             mass = torch.stack([(a[..., : rm.size(-1)] * rm).sum(-1) for a in captured])  # layers B H L
             routed = (rm.sum(-1) > 0).expand_as(mass[0]).expand_as(mass)  # latents past the page: free
             losses["route"] = -(mass[routed] + 1e-6).log().mean()
             metrics.setdefault("route_mass", []).append(float(mass[routed].detach().mean()))
-        pt = batch["patch_targets"]
-        if args.patch_weight > 0:
+        if args.patch_weight > 0 and not oracle_only:
+            pt = batch["patch_targets"]
             pl = heads["patch"](vis).view(*vis.shape[:2], args.patch_slots, V)
             losses["patch"] = slot_loss(pl, pt, args.none_weight)
             right, total = slot_accuracy(pl.detach(), pt)
             metrics.setdefault("patch_acc", []).append(right / max(total, 1))
-        if args.pos_weight > 0 and not args.freeze_vision:
+        if args.pos_weight > 0 and not args.freeze_vision and not oracle_only:
             rows, cols = patch_rows_cols(batch["pixel_attention_mask"][:, 0], args.patch_size)
             pl = heads["pos"](vis).view(*vis.shape[:2], 2, -1)
             real = rows >= 0
@@ -734,22 +903,40 @@ def main(argv=None) -> None:
                              + F.cross_entropy(pl[..., 1, :][real], cols[real])) / 2
             metrics.setdefault("pos_acc", []).append(
                 float(((pl[..., 0, :].argmax(-1) == rows) & (pl[..., 1, :].argmax(-1) == cols))[real].float().mean()))
-        if args.latent_weight > 0:
+        if args.latent_weight > 0 and not oracle_only:
             ll = heads["latent"](lat).view(*lat.shape[:2], args.latent_slots, V)
             lt = batch["latent_targets"]
             losses["latent"] = slot_loss(ll, lt, args.none_weight)
             right, total = slot_accuracy(ll.detach(), lt)
             metrics.setdefault("latent_acc", []).append(right / max(total, 1))
-        if args.crop_weight > 0 and args.crops_per_page > 0:
+        if args.crop_weight > 0 and args.crops_per_page > 0 and not oracle_only:
             cx, ctg, cpos = batcher.crops(batch, args.crops_per_page, args.crop_size[0], args.crop_size[1], rng)
             cvis = crop_features(model.model.vision_model, cx, cpos)
             cl = heads["patch"](cvis).view(*cvis.shape[:2], args.patch_slots, V)
             losses["crop"] = slot_loss(cl, ctg, args.none_weight)
             right, total = slot_accuracy(cl.detach(), ctg)
             metrics.setdefault("crop_acc", []).append(right / max(total, 1))
-        if step >= args.lm_start and args.lm_weight > 0:
-            losses["lm"] = lm_loss(model, batch, lat)
-        total = (args.patch_weight * losses.get("patch", 0) + args.latent_weight * losses.get("latent", 0)
+        if step >= args.lm_start and args.lm_weight > 0 and batch is not None:
+            lm_in = lat
+            if oracle_only:
+                lm_in = ideal
+            elif args.oracle_lm > 0:
+                use = torch.tensor([rng.random() < args.oracle_lm for _ in pages])
+                lm_in = torch.where(use[:, None, None], ideal, lat)
+            losses["lm"], stats = lm_loss(model, batch, lm_in)
+            for k, v in stats.items():
+                metrics.setdefault(k, []).append(v)
+        length = lookup_length(args.lookup_schedule, step)
+        if length:
+            losses["lookup"], stats = lm_loss(model, batcher.lookup_batch(args.lookup_batch, length, rng))
+            metrics.setdefault("lookup_acc", []).append(stats["answer_acc"])
+            metrics.setdefault("lookup_len", []).append(length)
+        if args.text_per_page > 0 and pages:
+            losses["text"], stats = lm_loss(model, batcher.text_batch(pages, args.text_per_page, rng, args.text_rows))
+            for k, v in stats.items():
+                metrics.setdefault("text_" + k, []).append(v)
+        total = (args.oracle_weight * losses.get("oracle", 0) + args.text_weight * losses.get("text", 0)
+                 + losses.get("lookup", 0) + args.patch_weight * losses.get("patch", 0) + args.latent_weight * losses.get("latent", 0)
                  + args.route_weight * losses.get("route", 0) + args.crop_weight * losses.get("crop", 0)
                  + args.lm_weight * losses.get("lm", 0) + args.pos_weight * losses.get("pos", 0))
         opt.zero_grad(set_to_none=True)
@@ -774,11 +961,13 @@ def main(argv=None) -> None:
             save_atomic(model, processor, args.output, heads)
         if step % args.eval_every == 0:
             t0 = time.time()
-            log({"step": step, "eval": run_eval(model, processor, sets), "eval_s": round(time.time() - t0, 1)})
+            log({"step": step, "eval": run_eval(model, processor, sets), "probe": probe_eval(model, probe, heads["oracle"]),
+                 "eval_s": round(time.time() - t0, 1)})
             t_log += time.time() - t0
             t_start += time.time() - t0  # evaluation does not eat the training budget
     save_atomic(model, processor, args.output, heads)
-    log({"step": step, "final_eval": run_eval(model, processor, sets), "samples_seen": seen,
+    log({"step": step, "final_eval": run_eval(model, processor, sets), "probe": probe_eval(model, probe, heads["oracle"]),
+         "samples_seen": seen,
          "end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 

@@ -157,3 +157,60 @@ def test_fresh_connector_keeps_the_other_weights_and_saves_a_plain_checkpoint(tm
         text=["<image>What is the total?"], images=[[reading_pages.render_generic(0).image]], return_tensors="pt")
     assert int((inputs["input_ids"] == loaded.config.image_token_id).sum()) == 24
     assert loaded(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
+
+
+def test_oracle_tokens_embed_a_latents_characters_in_slot_order():
+    torch.manual_seed(0)
+    embeddings = torch.randn(10, 16)
+    oracle = pretrain_tiny.OracleTokens(embeddings, slots=3, blank=5, seed=0)
+    targets = torch.tensor([[[3, 0, 0], [3, 4, 0], [4, 3, 0], [0, 0, 0]]])
+    tokens = oracle(targets)[0]
+
+    def unit(v):
+        return v / v.pow(2).mean().sqrt()
+
+    torch.testing.assert_close(tokens[0], unit(embeddings[3]), rtol=1e-4, atol=1e-4)  # slot 0 is the character
+    torch.testing.assert_close(tokens[3], unit(embeddings[5]), rtol=1e-4, atol=1e-4)  # no characters: the blank
+    # Order matters: "34" and "43" are different tokens, both of unit RMS like the perceiver's output.
+    assert not torch.allclose(tokens[1], tokens[2], atol=1e-2)
+    torch.testing.assert_close(tokens.pow(2).mean(-1), torch.ones(4), rtol=1e-3, atol=1e-3)
+    # A fixed table: the embeddings it was made from may change later without moving the targets.
+    embeddings.add_(1.0)
+    torch.testing.assert_close(oracle(targets)[0, 0], tokens[0])
+
+
+def test_answers_right_needs_every_token_of_an_answer():
+    sel = torch.tensor([[False, True, True, False, True], [True, True, False, False, False]])
+    hits = torch.tensor([True, True, True, True, False])  # row 0: answers (1, 2) and (4); row 1: (0, 1)
+    assert pretrain_tiny.answers_right(hits, sel) == (2, 3)
+    assert pretrain_tiny.answers_right(torch.tensor([True, False, True, True, True]), sel) == (2, 3)
+
+
+def test_lookup_samples_have_one_answer_in_their_context():
+    rng = random.Random(0)
+    for length in (12, 48, 384):
+        context, question, answer = reading_pages.lookup_sample(rng, length)
+        key = question.split('"')[1]
+        assert len(context) == length and context.count(key) == 1
+        assert context[context.index(key) + len(key) :].startswith(answer) and len(answer) == 6
+
+
+def test_lookup_schedule_grows_then_stops():
+    lengths = [pretrain_tiny.lookup_length("12:2,48:1", step) for step in range(5)]
+    assert lengths == [12, 12, 48, 0, 0]
+    assert pretrain_tiny.lookup_length("", 0) == 0
+
+
+def test_text_questions_hold_the_rows_that_answer_them():
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
+    batcher = pretrain_tiny.Batcher(processor, pretrain_tiny.parse_args([]))
+    page = reading_pages.render_generic(5)
+    batch = batcher.text_batch([page], 4, random.Random(0), rows=3)
+    assert not (batch["input_ids"] == processor.image_token_id).any()
+    for ids, labels in zip(batch["input_ids"], batch["labels"]):
+        user = processor.tokenizer.decode(ids).split("<end_of_utterance>")[0]
+        answer = processor.tokenizer.decode(labels[labels >= 0]).replace("<end_of_utterance>", "").strip()
+        assert user.startswith("User: ") and len(user.split("\n")) == 3 + 1  # three rows, then the question
+        assert answer.split("\n")[0] in user
