@@ -4,8 +4,9 @@
         [--output docs/pretrain.png]
 
 Panels, against training steps counted across all runs (a grey line where a run starts):
-language-model loss per answer character; per-patch (encoder) and per-latent (perceiver output)
-character accuracy; held-out ANLS (mean of the pre-training kinds, and invoices zero-shot).
+language-model loss per answer character (on pages, on their text alone, on lookup strings);
+per-patch (encoder) and per-latent (perceiver output) character accuracy and the visual tokens'
+cosine to the oracle's; held-out ANLS (mean of the pre-training kinds, and invoices zero-shot).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pathlib import Path
 import matplotlib
 
 ROOT = Path(__file__).resolve().parents[1]
-SERIES = {"lm": ("LM loss", 0), "patch_acc": ("per-patch", 1), "crop_acc": ("per-patch (crops)", 1),
-          "latent_acc": ("per-latent", 1)}
+SERIES = {"lm": ("LM loss", 0), "text": ("LM loss, questions on page text", 0),
+          "lookup": ("LM loss, lookup in random strings", 0), "patch_acc": ("per-patch", 1),
+          "crop_acc": ("per-patch (crops)", 1), "latent_acc": ("per-latent", 1),
+          "oracle_cos": ("visual tokens vs oracle (cosine)", 1)}
 
 
 def read_runs(log: Path) -> list:
@@ -68,7 +71,7 @@ def plot(log: Path, output: Path) -> Path:
         if any(v == v for _, v in points[key]):
             axes[2].plot(*zip(*points[key]), marker="o", markersize=3, linewidth=0.8, label=label)
     axes[0].set(ylabel="LM loss (nats/char)", title="doctune-tiny pre-training, all stages (grey: a run starts)")
-    axes[1].set(ylabel="character accuracy", ylim=(0, 1))
+    axes[1].set(ylabel="accuracy / cosine", ylim=(0, 1))
     axes[2].set(ylabel="held-out ANLS", xlabel="training step, counted across runs", ylim=(0, 1))
     for axis in axes:
         axis.grid(alpha=0.3)

@@ -95,6 +95,31 @@ the vision encoder (the position head of 5b-5c) lasts, since stage 6 replaces th
         $LM --minutes 75
     # 8: as 7, with a long transcription turn on every page
     PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s7 --log-mode a $LM --minutes 75
+
+Stage 8's language model could not copy even a prefix written in its own question. Stages 9-10 teach
+it to find a string and read on from it, first in random text, then on pages. /tmp/s8 is stage 8's
+output. Stages 9 and 9c ran at commit de946d5, whose lookup_sample had only the "What follows" form.
+    # 9b: the connector learns the oracle visual tokens (1 thread, beside runs not in this chain;
+    #     stopped after step 400, the step-400 checkpoint goes on)
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s8 --output /tmp/s9b --log-mode a \
+        --threads 1 --turns 1 --crops-per-page 0 --freeze-vision --patch-weight 0 --pos-weight 0 \
+        --route-weight 0.5 --latent-weight 1 --oracle-weight 1 --lm-weight 0 --lr 3e-3 --warmup 10 --minutes 45
+    # 9, 9c, 9d: lookup in random strings only, growing (9 stopped after step 370, its step-300
+    #     checkpoint goes on; 9c after step 560, step 500 goes on; 9d after step 920, step 900 goes on)
+    LOOK="--batch-size 0 --lm-weight 0 --lr 1e-3 --warmup 10 --schedule-steps 100000 --min-lr-frac 1 --save-every 100"
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s8 --output /tmp/s9 --log-mode a $LOOK \
+        --lookup-schedule 12:300,24:150,48:150,96:150,192:150,384:200
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s9 --output /tmp/s9c --log-mode a $LOOK \
+        --lookup-schedule 12:400,24:200,48:150,96:150,192:150,384:200
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s9c --output /tmp/s9d --log-mode a $LOOK \
+        --lookup-schedule 12:250,24:200,48:150,96:150,192:150,384:200
+    # 10: pages again, with 9b's connector; half the pages' visual tokens are the oracle's, and each
+    #     step also asks two questions about page text and 16 about random strings
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s9d --connector-from /tmp/s9b --log-mode a \
+        --turns 6 --crops-per-page 0 --freeze-vision --patch-weight 0 --pos-weight 0 --route-weight 0.5 \
+        --latent-weight 1 --oracle-weight 1 --oracle-lm 0.5 --lm-start 0 --text-per-page 2 --text-rows 8 \
+        --lookup-schedule 192:200,384:100000 --lookup-batch 16 --lr 1.5e-3 --warmup 30 --eval-every 200 \
+        --minutes 45
 """
 
 from __future__ import annotations
@@ -929,7 +954,8 @@ def main(argv=None) -> None:
         length = lookup_length(args.lookup_schedule, step)
         if length:
             losses["lookup"], stats = lm_loss(model, batcher.lookup_batch(args.lookup_batch, length, rng))
-            metrics.setdefault("lookup_acc", []).append(stats["answer_acc"])
+            for k, v in stats.items():
+                metrics.setdefault("lookup_" + k, []).append(v)
             metrics.setdefault("lookup_len", []).append(length)
         if args.text_per_page > 0 and pages:
             losses["text"], stats = lm_loss(model, batcher.text_batch(pages, args.text_per_page, rng, args.text_rows))

@@ -263,18 +263,24 @@ LOOKUP_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789.,:-/$"
 
 
 def lookup_sample(rng: random.Random, length: int, key: int = 3, answer: int = 6) -> tuple:
-    """(context, question, answer): a random string of ``length`` characters, and "What follows
-    "<key>"?" answered by the ``answer`` characters after the one place ``<key>`` occurs.
+    """(context, question, answer) about a random string of ``length`` characters: "What follows
+    "<key>"?", answered by the ``answer`` characters after the one place ``<key>`` occurs, or, half
+    of the time, "Transcribe from "<key>".", answered by ``<key>`` and those characters.
 
     Finding a string in the context and reading on from it is the step every reading question
-    needs, and a small language model learns it on short contexts in a few hundred steps while on
-    page-long ones it does not start to (``--lookup-schedule`` grows the length)."""
+    needs. In the second form every answer character after the key follows a character the model
+    has just written, the easiest copy to learn; the first form then has to find the key itself. A
+    small language model learns this on short contexts and carries it to long ones, while on
+    page-long contexts it does not start to (``--lookup-schedule`` grows the length)."""
     while True:
         text = "".join(rng.choice(LOOKUP_ALPHABET) for _ in range(length))
         at = rng.randrange(0, length - key - answer + 1)
         k = text[at : at + key]
         if text.count(k) == 1:
-            return text, f"What follows \"{k}\"?", text[at + key : at + key + answer]
+            rest = text[at + key : at + key + answer]
+            if rng.random() < 0.5:
+                return text, f"Transcribe from \"{k}\".", k + rest
+            return text, f"What follows \"{k}\"?", rest
 
 
 def question_for(rng: random.Random, label: str) -> str:
