@@ -96,9 +96,9 @@ the vision encoder (the position head of 5b-5c) lasts, since stage 6 replaces th
     # 8: as 7, with a long transcription turn on every page
     PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s7 --log-mode a $LM --minutes 75
 
-Stage 8's language model could not copy even a prefix written in its own question. Stages 9-10 teach
-it to find a string and read on from it, first in random text, then on pages. /tmp/s8 is stage 8's
-output. Stages 9 and 9c ran at commit de946d5, whose lookup_sample had only the "What follows" form.
+The committed checkpoint is stage 8's. Stage 8's language model could not copy even a prefix written
+in its own question; stages 9-10, not (yet) in the committed checkpoint, teach it to find a string and
+read on from it, first in random text, then on pages. /tmp/s8 is stage 8's output. Stages 9 and 9c ran at commit de946d5, whose lookup_sample had only the "What follows" form.
     # 9b: the connector learns the oracle visual tokens (1 thread, beside runs not in this chain;
     #     stopped after step 400, the step-400 checkpoint goes on)
     PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s8 --output /tmp/s9b --log-mode a \
