@@ -98,7 +98,8 @@ the vision encoder (the position head of 5b-5c) lasts, since stage 6 replaces th
 
 The committed checkpoint is stage 8's. Stage 8's language model could not copy even a prefix written
 in its own question; stages 9-10, not (yet) in the committed checkpoint, teach it to find a string and
-read on from it, first in random text, then on pages. /tmp/s8 is stage 8's output. Stages 9 and 9c ran at commit de946d5, whose lookup_sample had only the "What follows" form.
+read on from it, first in random text, then on pages. /tmp/s8 is stage 8's output. Stages 9 and 9c
+ran at commit de946d5, whose lookup_sample had only the "What follows" form.
     # 9b: the connector learns the oracle visual tokens (1 thread, beside runs not in this chain;
     #     stopped after step 400, the step-400 checkpoint goes on)
     PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s8 --output /tmp/s9b --log-mode a \
@@ -209,7 +210,8 @@ class Batcher:
         return self.text_encode(texts)
 
     def lookup_batch(self, n: int, length: int, rng: random.Random) -> dict:
-        """``n`` text-only "What follows" questions about random strings of ``length`` characters."""
+        """``n`` text-only lookup questions (``lookup_sample``) about random strings of ``length``
+        characters."""
         return self.text_encode([self.text_turn(*lookup_sample(rng, length)) for _ in range(n)])
 
     def text_turn(self, context: str, question: str, answer: str) -> str:
@@ -524,6 +526,12 @@ def lm_loss(model, batch, lat=None):
                        "late": float(ce.detach()[late].mean()) if late.any() else float("nan")}
 
 
+def add_metrics(metrics: dict, values: dict, prefix: str = "") -> None:
+    """Append this step's ``values`` to the running lists of ``metrics`` (averaged when logged)."""
+    for k, v in values.items():
+        metrics.setdefault(prefix + k, []).append(v)
+
+
 def lookup_length(schedule: str, step: int) -> int:
     """The string length ``--lookup-schedule`` gives ``step`` (0: past the schedule)."""
     for part in filter(None, schedule.split(",")):
@@ -639,11 +647,12 @@ def probe_eval(model, batch: dict, oracle) -> dict:
     model.eval()
     try:
         _, lat = image_features(model, batch)
+        ideal = oracle(batch["latent_targets"])
         res = {}
-        for name, tokens in (("real", lat), ("oracle", oracle(batch["latent_targets"]))):
+        for name, tokens in (("real", lat), ("oracle", ideal)):
             loss, stats = lm_loss(model, batch, tokens)
             res[name] = {"lm": round(float(loss), 4), **{k: round(v, 4) for k, v in stats.items()}}
-        res["oracle_cos"] = round(float(torch.nn.functional.cosine_similarity(lat, oracle(batch["latent_targets"]), dim=-1).mean()), 4)
+        res["oracle_cos"] = round(float(F.cosine_similarity(lat, ideal, dim=-1).mean()), 4)
     finally:
         model.train()
     return res
@@ -744,7 +753,7 @@ def parse_args(argv=None):
     ap.add_argument("--text-rows", type=int, default=8, help="rows of page text in a text-only question")
     ap.add_argument("--text-weight", type=float, default=1.0)
     ap.add_argument("--lookup-schedule", default="",
-                    help="LENGTH:STEPS,...: a text-only batch of --lookup-batch \"What follows\" questions "
+                    help="LENGTH:STEPS,...: a text-only batch of --lookup-batch lookup questions "
                          "about random strings each step, the strings growing by the schedule (lookup_sample)")
     ap.add_argument("--lookup-batch", type=int, default=32)
     ap.add_argument("--oracle-weight", type=float, default=0.0,
@@ -906,9 +915,7 @@ def main(argv=None) -> None:
         if args.oracle_weight > 0 and lat is not None:
             losses["oracle"] = F.mse_loss(lat, ideal)
             metrics.setdefault("oracle_cos", []).append(float(F.cosine_similarity(lat.detach(), ideal, dim=-1).mean()))
-        if oracle_only:
-            pass
-        elif args.route_weight > 0 and captured:
+        if args.route_weight > 0 and captured and not oracle_only:
             rm = batch["route_mask"].unsqueeze(1).float()  # B 1 L P
             mass = torch.stack([(a[..., : rm.size(-1)] * rm).sum(-1) for a in captured])  # layers B H L
             routed = (rm.sum(-1) > 0).expand_as(mass[0]).expand_as(mass)  # latents past the page: free
@@ -949,18 +956,14 @@ def main(argv=None) -> None:
                 use = torch.tensor([rng.random() < args.oracle_lm for _ in pages])
                 lm_in = torch.where(use[:, None, None], ideal, lat)
             losses["lm"], stats = lm_loss(model, batch, lm_in)
-            for k, v in stats.items():
-                metrics.setdefault(k, []).append(v)
+            add_metrics(metrics, stats)
         length = lookup_length(args.lookup_schedule, step)
         if length:
             losses["lookup"], stats = lm_loss(model, batcher.lookup_batch(args.lookup_batch, length, rng))
-            for k, v in stats.items():
-                metrics.setdefault("lookup_" + k, []).append(v)
-            metrics.setdefault("lookup_len", []).append(length)
+            add_metrics(metrics, {**stats, "len": length}, "lookup_")
         if args.text_per_page > 0 and pages:
             losses["text"], stats = lm_loss(model, batcher.text_batch(pages, args.text_per_page, rng, args.text_rows))
-            for k, v in stats.items():
-                metrics.setdefault("text_" + k, []).append(v)
+            add_metrics(metrics, stats, "text_")
         total = (args.oracle_weight * losses.get("oracle", 0) + args.text_weight * losses.get("text", 0)
                  + losses.get("lookup", 0) + args.patch_weight * losses.get("patch", 0) + args.latent_weight * losses.get("latent", 0)
                  + args.route_weight * losses.get("route", 0) + args.crop_weight * losses.get("crop", 0)
