@@ -13,6 +13,8 @@ from doctune.models import TINY_MODEL_DIR
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import pretrain_tiny  # noqa: E402
 import reading_pages  # noqa: E402
+import tiny_batches  # noqa: E402
+import tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +28,14 @@ def test_crop_features_on_a_whole_page_equal_the_vision_model(vision):
     pixels = torch.randn(1, 3, rows * 16, cols * 16)
     per_side = vision.embeddings.num_patches_per_side
     expected = vision(pixel_values=pixels, patch_attention_mask=torch.ones(1, rows, cols, dtype=torch.bool))
-    ids = pretrain_tiny.page_position_ids(rows, cols, 0, 0, rows, cols, per_side)
-    got = pretrain_tiny.crop_features(vision, pixels, ids[None])
+    ids = tiny_model.page_position_ids(rows, cols, 0, 0, rows, cols, per_side)
+    got = tiny_model.crop_features(vision, pixels, ids[None])
     torch.testing.assert_close(got, expected.last_hidden_state)
 
 
 def test_crop_position_ids_are_the_pages_own():
-    whole = pretrain_tiny.page_position_ids(22, 17, 0, 0, 22, 17, 24).view(22, 17)
-    crop = pretrain_tiny.page_position_ids(22, 17, 5, 9, 4, 8, 24).view(4, 8)
+    whole = tiny_model.page_position_ids(22, 17, 0, 0, 22, 17, 24).view(22, 17)
+    crop = tiny_model.page_position_ids(22, 17, 5, 9, 4, 8, 24).view(4, 8)
     assert torch.equal(crop, whole[5:9, 9:17])
     # Fed alone, a crop would be stretched over every bucket: the first row would reach the last column.
     assert int(whole[0].max()) < 24
@@ -56,7 +58,7 @@ def test_synth_pages_keep_characters_inside_their_words():
 def test_densest_crop_picks_the_inked_window():
     ink = torch.zeros(20, 16)
     ink[12:14, 3:9] = 1
-    r0, c0 = pretrain_tiny.densest_crop(ink, 4, 8, random.Random(0), tries=200)
+    r0, c0 = tiny_batches.densest_crop(ink, 4, 8, random.Random(0), tries=200)
     assert float(ink[r0 : r0 + 4, c0 : c0 + 8].sum()) == 12
 
 
@@ -64,7 +66,7 @@ def test_slot_accuracy_counts_only_filled_slots():
     logits = torch.zeros(1, 3, 5)
     logits[0, 0, 2] = logits[0, 1, 4] = logits[0, 2, 0] = 1
     targets = torch.tensor([[2, 3, 0]])  # the empty slot (0) is right but not counted
-    assert pretrain_tiny.slot_accuracy(logits, targets) == (1, 2)
+    assert tiny_model.slot_accuracy(logits, targets) == (1, 2)
 
 
 def test_visual_rows_join_a_label_and_its_value_by_x():
@@ -93,7 +95,7 @@ def test_follow_questions_are_answered_by_the_rest_of_their_row():
 def test_patch_rows_cols_number_the_real_patches_only():
     pam = torch.zeros(1, 64, 48, dtype=torch.bool)
     pam[0, :48, :32] = True  # a 3 x 2 patch page padded to 4 x 3
-    rows, cols = pretrain_tiny.patch_rows_cols(pam, 16)
+    rows, cols = tiny_model.patch_rows_cols(pam, 16)
     assert rows.view(4, 3)[:3, :2].tolist() == [[0, 0], [1, 1], [2, 2]]
     assert cols.view(4, 3)[:3, :2].tolist() == [[0, 1], [0, 1], [0, 1]]
     assert (rows.view(4, 3)[3] == -100).all() and (cols.view(4, 3)[:, 2] == -100).all()
@@ -104,7 +106,7 @@ def test_route_mask_gives_each_latent_its_cell(layout):
     from transformers import AutoProcessor
 
     args = pretrain_tiny.parse_args(["--latent-grid", "3", "4", "--latent-layout", layout])
-    batcher = pretrain_tiny.Batcher(AutoProcessor.from_pretrained(TINY_MODEL_DIR), args)
+    batcher = tiny_batches.Batcher(AutoProcessor.from_pretrained(TINY_MODEL_DIR), args)
     pam = torch.zeros(1, 64, 48, dtype=torch.bool)
     pam[0, :64, :32] = True  # 4 rows x 2 columns of patches on a 3 x 4 latent grid
     mask = batcher.route_mask(pam, 4, 3).view(4, 3, 4, 3)  # latent row, col, patch row, col
@@ -125,7 +127,7 @@ def test_every_training_page_gets_its_long_transcription():
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
-    batcher = pretrain_tiny.Batcher(processor, pretrain_tiny.parse_args([]))
+    batcher = tiny_batches.Batcher(processor, pretrain_tiny.parse_args([]))
     page = reading_pages.render_generic(3)
     (question, answer), = [x for x in page.qa if x[0].startswith("Read on")]
     assert "\n" in answer and len(answer) <= 120
@@ -142,7 +144,7 @@ def test_fresh_connector_keeps_the_other_weights_and_saves_a_plain_checkpoint(tm
     model = Idefics2ForConditionalGeneration.from_pretrained(TINY_MODEL_DIR)
     vision = {k: v.clone() for k, v in model.model.vision_model.state_dict().items()}
     args = pretrain_tiny.parse_args(["--perceiver-depth", "1", "--perceiver-kv-heads", "4"])
-    pretrain_tiny.fresh_connector(model, processor, 24, args)
+    tiny_model.fresh_connector(model, processor, 24, args)
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
 
@@ -162,7 +164,7 @@ def test_fresh_connector_keeps_the_other_weights_and_saves_a_plain_checkpoint(tm
 def test_oracle_tokens_embed_a_latents_characters_in_slot_order():
     torch.manual_seed(0)
     embeddings = torch.randn(10, 16)
-    oracle = pretrain_tiny.OracleTokens(embeddings, slots=3, blank=5, seed=0)
+    oracle = tiny_model.OracleTokens(embeddings, slots=3, blank=5, seed=0)
     targets = torch.tensor([[[3, 0, 0], [3, 4, 0], [4, 3, 0], [0, 0, 0]]])
     tokens = oracle(targets)[0]
 
@@ -182,8 +184,8 @@ def test_oracle_tokens_embed_a_latents_characters_in_slot_order():
 def test_answers_right_needs_every_token_of_an_answer():
     sel = torch.tensor([[False, True, True, False, True], [True, True, False, False, False]])
     hits = torch.tensor([True, True, True, True, False])  # row 0: answers (1, 2) and (4); row 1: (0, 1)
-    assert pretrain_tiny.answers_right(hits, sel) == (2, 3)
-    assert pretrain_tiny.answers_right(torch.tensor([True, False, True, True, True]), sel) == (2, 3)
+    assert tiny_model.answers_right(hits, sel) == (2, 3)
+    assert tiny_model.answers_right(torch.tensor([True, False, True, True, True]), sel) == (2, 3)
 
 
 def test_lookup_samples_have_one_answer_in_their_context():
@@ -200,16 +202,46 @@ def test_lookup_samples_have_one_answer_in_their_context():
 
 
 def test_lookup_schedule_grows_then_stops():
-    lengths = [pretrain_tiny.lookup_length("12:2,48:1", step) for step in range(5)]
+    lengths = [tiny_batches.lookup_length("12:2,48:1", step) for step in range(5)]
     assert lengths == [12, 12, 48, 0, 0]
-    assert pretrain_tiny.lookup_length("", 0) == 0
+    assert tiny_batches.lookup_length("", 0) == 0
+    assert [tiny_batches.schedule_at("1:1,1-3:2", step) for step in range(4)] == ["1", "1-3", "1-3", ""]
+
+
+def test_packed_lookups_lay_their_string_into_the_latent_cells_in_order():
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
+    args = pretrain_tiny.parse_args([])
+    batcher = tiny_batches.Batcher(processor, args)
+    tok = processor.tokenizer
+    for pack, sizes in (("1", {1}), ("2-4", {2, 3, 4})):
+        batch = batcher.packed_lookup_batch(3, 40, pack, random.Random(1))
+        targets = batch["latent_targets"]
+        assert targets.shape == (3, args.latent_grid[0] * args.latent_grid[1], args.latent_slots)
+        seen = set()
+        for ids, labels, cells in zip(batch["input_ids"], batch["labels"], targets):
+            filled = cells[(cells > 0).any(-1)]
+            seen |= {int((c > 0).sum()) for c in filled[:-1]}  # the last cell takes what is left
+            string = "".join(tok.convert_ids_to_tokens(filled[filled > 0].tolist()))
+            assert len(string) == 40 and not (cells[len(filled) :] > 0).any()  # cells filled from the first
+            question = tok.decode(ids[ids != processor.image_token_id]).split("<end_of_utterance>")[0]
+            answer = tok.decode(labels[labels >= 0]).replace("<end_of_utterance>", "").strip()
+            key = question.split('"')[1]
+            after = string.split(key)[1]
+            assert string.count(key) == 1
+            assert answer == (key + after[:6] if "Transcribe" in question else after[:6])
+            assert int((ids == processor.image_token_id).sum()) == targets.size(1)  # one token per cell
+        assert seen <= sizes and (len(sizes) == 1 or len(seen) > 1)
+    with pytest.raises(ValueError, match="do not fit"):
+        batcher.packed_lookup_batch(1, 500, "1", random.Random(0))
 
 
 def test_text_questions_hold_the_rows_that_answer_them():
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
-    batcher = pretrain_tiny.Batcher(processor, pretrain_tiny.parse_args([]))
+    batcher = tiny_batches.Batcher(processor, pretrain_tiny.parse_args([]))
     page = reading_pages.render_generic(5)
     batch = batcher.text_batch([page], 4, random.Random(0), rows=3)
     assert not (batch["input_ids"] == processor.image_token_id).any()

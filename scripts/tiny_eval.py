@@ -1,0 +1,115 @@
+"""Evaluation during ``pretrain_tiny.py``: greedy answers on held-out pages (ANLS per document
+kind) and a teacher-forced probe that compares the connector's visual tokens with the oracle's."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+
+from reading_pages import render_generic, synth_available, synth_page
+from tiny_model import image_features, lm_loss
+
+
+@torch.no_grad()
+def generate_answers(model, processor, pages_qa: list, max_new_tokens: int = 40, batch_size: int = 16) -> list:
+    """Greedy answers for (image, question) pairs, through the public generate API."""
+    tok = processor.tokenizer
+    old = tok.padding_side
+    tok.padding_side = "left"
+    preds = []
+    model.eval()
+    try:
+        for i in range(0, len(pages_qa), batch_size):
+            chunk = pages_qa[i : i + batch_size]
+            texts = [
+                processor.apply_chat_template(
+                    [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
+                    add_generation_prompt=True,
+                )
+                for _, q in chunk
+            ]
+            enc = processor(text=texts, images=[[img] for img, _ in chunk], return_tensors="pt", padding=True)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+            new = out[:, enc["input_ids"].shape[1] :]
+            preds += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tok.padding_side = old
+        model.train()
+    return preds
+
+
+def score(preds: list, answers: list) -> dict:
+    from doctune.metrics import anls, exact_match
+
+    n = max(1, len(preds))
+    return {
+        "anls": round(sum(anls(p, [a]) for p, a in zip(preds, answers)) / n, 4),
+        "em": round(sum(exact_match(p, [a]) for p, a in zip(preds, answers)) / n, 4),
+        "n": len(preds),
+    }
+
+
+def eval_sets(args) -> dict:
+    rng = random.Random(10_000 + args.seed)
+    sets = {}
+    items = []
+    for s in range(args.eval_pages):
+        p = render_generic(1_000_000 + s)
+        q, a = rng.choice([x for x in p.qa if not x[0].startswith(("What follows", "Read on"))])
+        items.append((p.image, q, a))
+    sets["generic"] = items
+    if synth_available():
+        for kind in args.kinds + ["invoice"]:
+            items = []
+            for s in range(args.eval_pages):
+                try:
+                    p = synth_page(kind, 900_000 + s, rng)
+                except Exception as exc:  # the generator is young; never let it kill the run
+                    print(f"eval synth {kind} failed: {exc!r}", flush=True)
+                    break
+                if p.qa:
+                    q, a = rng.choice([x for x in p.qa if not x[0].startswith(("Transcribe", "What follows", "Read on"))] or p.qa)
+                    items.append((p.image, q, a))
+            if items:
+                sets[kind] = items
+    return sets
+
+
+def probe_batch(batcher, args) -> dict:
+    """A fixed batch of held-out pages (generic and every synth kind, never the target domain) with
+    ``args.turns`` questions each, for teacher-forced checks of reading."""
+    rng = random.Random(20_000 + args.seed)
+    pages = [render_generic(2_000_000 + s) for s in range(args.eval_pages // 2)]
+    if synth_available():
+        pages += [synth_page(k, 2_000_000 + s, rng) for k in args.kinds for s in range(2)]
+    return batcher.make(pages, args.turns, rng)
+
+
+@torch.no_grad()
+def probe_eval(model, batch: dict, oracle) -> dict:
+    """Answer loss and answers read exactly (teacher forced, so what greedy decoding would give)
+    on the probe batch, from the connector's visual tokens and from the oracle's: the gap says
+    whether the connector or the language model limits reading."""
+    model.eval()
+    try:
+        _, lat = image_features(model, batch)
+        ideal = oracle(batch["latent_targets"])
+        res = {}
+        for name, tokens in (("real", lat), ("oracle", ideal)):
+            loss, stats = lm_loss(model, batch, tokens)
+            res[name] = {"lm": round(float(loss), 4), **{k: round(v, 4) for k, v in stats.items()}}
+        res["oracle_cos"] = round(float(F.cosine_similarity(lat, ideal, dim=-1).mean()), 4)
+    finally:
+        model.train()
+    return res
+
+
+def run_eval(model, processor, sets: dict) -> dict:
+    res = {}
+    for name, items in sets.items():
+        preds = generate_answers(model, processor, [(img, q) for img, q, _ in items])
+        res[name] = score(preds, [a for _, _, a in items])
+        res[name]["example"] = [items[0][1], items[0][2], preds[0]]
+    return res

@@ -1,0 +1,198 @@
+"""Model pieces of ``pretrain_tiny.py``: initialisation, the connector's replacement, the vision
+side's features, the dense slot losses, the oracle visual tokens and the answer loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def init_model(model, args) -> None:
+    """Initialisation that lets the image reach the language model."""
+    g = torch.Generator().manual_seed(args.seed)
+    res = model.model.connector.perceiver_resampler
+    with torch.no_grad():
+        # Distinct latent queries (built from a config they are all ones), small so the attended
+        # image content dominates the residual stream.
+        res.latents.copy_(torch.randn(res.latents.shape, generator=g) * args.latent_init_std)
+        # Visual tokens leave the perceiver's RMSNorm with unit RMS; scale text embeddings to match.
+        emb = model.model.text_model.get_input_embeddings().weight
+        emb.copy_(torch.randn(emb.shape, generator=g) * args.text_embed_std)
+
+
+def resize_latents(model, processor, n: int, args) -> None:
+    """Give the perceiver ``n`` latent queries (fresh, random) when ``--latent-grid`` asks for a
+    different number than the checkpoint has; every other weight is kept."""
+    res = model.model.connector.perceiver_resampler
+    if res.latents.size(0) == n:
+        return
+    res.latents = torch.nn.Parameter(random_latents(n, res.latents.size(1), args))
+    res.n_latents = n
+    use_latent_count(model, processor, n)
+
+
+def random_latents(n: int, width: int, args) -> torch.Tensor:
+    """Distinct, small latent queries (built from a config they are all ones, so every latent is
+    identical), so the attended image content dominates the residual stream."""
+    g = torch.Generator().manual_seed(args.seed)
+    return torch.randn(n, width, generator=g) * args.latent_init_std
+
+
+def use_latent_count(model, processor, n: int) -> None:
+    """Make the config, the model and the processor agree on ``n`` visual tokens per image."""
+    model.config.perceiver_config.resampler_n_latents = n
+    processor.image_seq_len = n
+    model.model.image_seq_len = n
+
+
+def fresh_connector(model, processor, n: int, args) -> None:
+    """Replace the connector (modality projection + perceiver) with a freshly initialised one of
+    ``--perceiver-depth`` layers and ``--perceiver-kv-heads`` key/value heads; the vision encoder
+    and the language model keep their weights. A connector trained while it could not route drops
+    the glyph information the encoder has (a linear probe on its output reads half as many
+    characters as one on the encoder's), so it is cheaper to start it again."""
+    from transformers.models.idefics2.modeling_idefics2 import Idefics2Connector
+
+    pc = model.config.perceiver_config
+    pc.resampler_depth = args.perceiver_depth
+    pc.num_key_value_heads = args.perceiver_kv_heads
+    use_latent_count(model, processor, n)
+    torch.manual_seed(args.seed)
+    conn = Idefics2Connector(model.config)
+    conn.apply(model._init_weights)
+    with torch.no_grad():
+        conn.perceiver_resampler.latents.copy_(random_latents(n, pc.hidden_size, args))
+    model.model.connector = conn
+
+
+def image_features(model, batch, freeze_vision: bool = False):
+    pv = batch["pixel_values"][:, 0]
+    pam = batch["pixel_attention_mask"][:, 0]
+    p = model.config.vision_config.patch_size
+    sub = pam.unfold(1, p, p).unfold(2, p, p)
+    patch_mask = sub.sum(dim=(-1, -2)) == p * p
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not freeze_vision):
+        vis = model.model.vision_model(pixel_values=pv, patch_attention_mask=patch_mask).last_hidden_state
+    lat = model.model.connector(vis, attention_mask=patch_mask.view(pv.size(0), -1))
+    return vis, lat
+
+
+def page_position_ids(rh: int, rw: int, r0: int, c0: int, rows: int, cols: int, per_side: int) -> torch.Tensor:
+    """Position ids of patches ``r0:r0+rows, c0:c0+cols`` of a page of ``rh x rw`` patches, as
+    Idefics2's vision embeddings compute them for the whole page (fractional coordinates
+    bucketed into ``per_side`` buckets per side). Fed a crop alone, the embeddings would stretch it
+    over every bucket, and the position embeddings of whole pages would never be trained."""
+    boundaries = torch.arange(1 / per_side, 1.0, 1 / per_side)
+    h = torch.bucketize((torch.arange(r0, r0 + rows) / rh).clamp(max=1 - 1e-6), boundaries, right=True)
+    w = torch.bucketize((torch.arange(c0, c0 + cols) / rw).clamp(max=1 - 1e-6), boundaries, right=True)
+    return (h[:, None] * per_side + w[None, :]).reshape(-1)
+
+
+def crop_features(vision, pixels: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """The vision encoder on crops, with the position ids the patches have in their pages."""
+    emb = vision.embeddings
+    x = emb.patch_embedding(pixels).flatten(2).transpose(1, 2) + emb.position_embedding(position_ids)
+    return vision.post_layernorm(vision.encoder(inputs_embeds=x).last_hidden_state)
+
+
+def patch_rows_cols(pam: torch.Tensor, patch: int) -> tuple:
+    """(B, patches) row and column of every real patch of each page (-100 on padding)."""
+    B, Hm, Wm = pam.shape
+    nh, nw = Hm // patch, Wm // patch
+    rows = torch.arange(nh)[:, None].expand(nh, nw).reshape(1, -1).repeat(B, 1)
+    cols = torch.arange(nw)[None, :].expand(nh, nw).reshape(1, -1).repeat(B, 1)
+    real = (pam.unfold(1, patch, patch).unfold(2, patch, patch).sum(dim=(-1, -2)) == patch * patch).view(B, -1)
+    return rows.masked_fill(~real, -100), cols.masked_fill(~real, -100)
+
+
+def slot_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple:
+    """(correct, total) over the slots that hold a character."""
+    ink = targets > 0
+    return int((logits.argmax(-1)[ink] == targets[ink]).sum()), int(ink.sum())
+
+
+def slot_loss(logits, targets, none_weight: float):
+    """Cross-entropy over character slots, averaged over the slots holding a character, plus
+    ``none_weight`` times the average over empty slots (most slots are empty: averaging over all
+    of them would drown the glyph signal)."""
+    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1).clamp(min=0), reduction="none")
+    t = targets.reshape(-1)
+    ink, empty = t > 0, t == 0
+    return ce[ink].sum() / ink.sum().clamp(min=1) + none_weight * ce[empty].sum() / empty.sum().clamp(min=1)
+
+
+class OracleTokens(torch.nn.Module):
+    """The visual tokens an ideal connector would give: each latent's characters, embedded.
+
+    Latent ``i`` holding characters ``c_0 .. c_k`` (its ``latent_targets`` slots) becomes
+    ``sum_s W_s E[c_s]``, scaled to unit RMS like the perceiver's output, where ``E`` is a fixed
+    snapshot of the language model's input embeddings and ``W_s`` a fixed random rotation per slot
+    (``W_0`` the identity, so a latent's first character reads as that character). A latent without
+    characters is the space. Two uses:
+
+    * the language model learns to read and copy from these clean tokens (``--oracle-lm``), without
+      the vision encoder and connector in the step, so reading circuits form before the connector
+      is good enough to need them;
+    * the connector learns to produce them (``--oracle-weight``), so the circuits then apply to the
+      page's real visual tokens.
+
+    The tables are buffers: saved with the heads, so every later stage uses the same targets."""
+
+    def __init__(self, embeddings: torch.Tensor, slots: int, blank: int, seed: int):
+        super().__init__()
+        d = embeddings.size(1)
+        g = torch.Generator().manual_seed(seed)
+        rotations = [torch.eye(d)] + [torch.linalg.qr(torch.randn(d, d, generator=g))[0] for _ in range(slots - 1)]
+        self.register_buffer("codebook", embeddings.detach().clone())
+        self.register_buffer("rotations", torch.stack(rotations))
+        self.register_buffer("blank", torch.tensor(blank))
+
+    def forward(self, targets: torch.Tensor) -> torch.Tensor:
+        """(B, latents, slots) character ids, 0 where a slot is empty -> (B, latents, hidden)."""
+        filled = (targets > 0).unsqueeze(-1)
+        e = torch.einsum("blsd,sed->blse", self.codebook[targets], self.rotations)
+        v = (e * filled).sum(2)
+        empty = ~filled.any(2).squeeze(-1)
+        v[empty] = self.codebook[self.blank]
+        return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+def lm_loss(model, batch, lat=None):
+    """Answer-token loss with ``lat`` as the visual tokens (none: a text-only batch), and
+    statistics: ``answer_acc`` (answers predicted exactly, teacher forced) and ``late`` (the loss
+    on answer tokens from the fourth on, where a model that copies from the page is all but sure)."""
+    ids = batch["input_ids"]
+    emb = model.model.text_model.get_input_embeddings()(ids)
+    if lat is not None:
+        mask = ids == model.config.image_token_id
+        emb = emb.masked_scatter(mask.unsqueeze(-1), lat.reshape(-1, lat.size(-1)).to(emb.dtype))
+    hidden = model.model.text_model(inputs_embeds=emb, attention_mask=batch["attention_mask"]).last_hidden_state
+    labels = batch["labels"][:, 1:]
+    sel = labels != -100
+    logits = model.lm_head(hidden[:, :-1][sel])
+    ce = F.cross_entropy(logits, labels[sel], reduction="none")
+    right, total = answers_right(logits.detach().argmax(-1) == labels[sel], sel)
+    late = sel.clone()
+    for k in (1, 2, 3):
+        late[:, k:] &= sel[:, :-k]
+        late[:, :k] = False
+    late = late[sel]
+    return ce.mean(), {"answer_acc": right / max(total, 1),
+                       "late": float(ce.detach()[late].mean()) if late.any() else float("nan")}
+
+
+def answers_right(hits: torch.Tensor, sel: torch.Tensor) -> tuple:
+    """(answers whose every token is predicted right, answers) under teacher forcing: the answers
+    greedy decoding would reproduce exactly. ``hits`` follows ``sel``'s True entries row by row."""
+    right = total = 0
+    at = 0
+    for row in sel:
+        idx = row.nonzero().flatten().tolist()
+        start = 0
+        for i in range(1, len(idx) + 1):
+            if i == len(idx) or idx[i] != idx[i - 1] + 1:  # an answer ends where the labels break
+                right += bool(hits[at + start : at + i].all())
+                total += 1
+                start = i
+        at += len(idx)
+    return right, total
