@@ -200,13 +200,31 @@ def render_generic(seed: int, width: int = 448) -> Page:
                 while rf.getlength(t) > width - 2 * margin:
                     t = t.rsplit(" ", 1)[0]
                 put(margin, y, t, rf)
-                first = t.split(" ")[0]
                 if len(t) <= 40:
-                    qa.append((f"Transcribe the line that starts with \"{first}\".", t))
+                    qa.append(transcribe_question(t, [t]))
                 y += gap
             y += gap // 2
+    # Only now are all the lines known that a line's first words must tell it apart from.
+    texts = [line["text"] for line in lines]
+    qa = [transcribe_question(a, texts) if q.startswith(TRANSCRIBE) else (q, a) for q, a in qa]
+    qa = [x for x in qa if x is not None]
     qa += follow_questions(lines, rng) + follow_questions(lines, rng, n=1, max_len=120, across_rows=True)
     return Page(img, chars, qa, "generic", lines)
+
+
+TRANSCRIBE = "Transcribe the line that starts with"
+
+
+def transcribe_question(line: str, texts: list):
+    """("Transcribe the line that starts with "<first words>".", line), with as many first words as
+    tell ``line`` apart from every other of the page's ``texts``; None if nothing does (the line
+    begins another one). A bank statement has several lines that start with "Account"."""
+    words = line.split(" ")
+    for k in range(1, len(words) + 1):
+        start = " ".join(words[:k])
+        if sum(t.startswith(start) for t in texts) <= 1:
+            return f"{TRANSCRIBE} \"{start}\".", line
+    return None
 
 
 def visual_rows(lines: list) -> list:
@@ -333,10 +351,10 @@ def synth_page(kind: str, seed: int, rng: random.Random) -> Page:
             chars.append((ch, cx, (y0 + y1) / 2, wi))
     qa = [(q, a) for q, a in doc.qa if 0 < len(str(a)) <= 48]
     lines = list(getattr(doc, "lines", []) or [])
-    for line in lines:
-        t = line["text"] if isinstance(line, dict) else str(line)
-        if 3 < len(t) <= 40 and rng.random() < 0.3:
-            qa.append((f"Transcribe the line that starts with \"{t.split(' ')[0]}\".", t))
+    texts = [line["text"] if isinstance(line, dict) else str(line) for line in lines]
+    for t in texts:
+        if 3 < len(t) <= 40 and rng.random() < 0.3 and (question := transcribe_question(t, texts)):
+            qa.append(question)
     # A generator of its own: the caller's draws (and so earlier evaluation sets) stay as they were.
     own = random.Random(seed)
     boxed = [l for l in lines if isinstance(l, dict)]

@@ -188,6 +188,24 @@ def test_answers_right_needs_every_token_of_an_answer():
     assert tiny_model.answers_right(torch.tensor([True, False, True, True, True]), sel) == (2, 3)
 
 
+def test_transcribe_questions_name_one_line():
+    assert reading_pages.transcribe_question("Account holder: Ann", ["Account no: 12", "Account holder: Ann"]) == (
+        'Transcribe the line that starts with "Account holder:".', "Account holder: Ann")
+    assert reading_pages.transcribe_question("Total", ["Total", "Total due 5.00"]) is None
+    pages = [reading_pages.render_generic(s) for s in range(40)]
+    if reading_pages.synth_available():
+        pages += [reading_pages.synth_page("bank_statement", s, random.Random(s)) for s in range(6)]
+    asked = 0
+    for page in pages:
+        texts = [line["text"] for line in page.lines]
+        for question, answer in page.qa:
+            if question.startswith(reading_pages.TRANSCRIBE):
+                start = question.split('"')[1]
+                assert answer.startswith(start) and sum(t.startswith(start) for t in texts) == 1, question
+                asked += 1
+    assert asked > 20
+
+
 def test_lookup_samples_have_one_answer_in_their_context():
     rng = random.Random(0)
     for length in (12, 48, 384):
