@@ -121,6 +121,17 @@ ran at commit de946d5, whose lookup_sample had only the "What follows" form.
         --latent-weight 1 --oracle-weight 1 --oracle-lm 0.5 --lm-start 0 --text-per-page 2 --text-rows 8 \
         --lookup-schedule 192:200,384:100000 --lookup-batch 16 --lr 1.5e-3 --warmup 30 --eval-every 200 \
         --minutes 45
+    # 12: as 10, with packed lookups (a random string laid into the latent cells and read through
+    #     the oracle tokens; at eb09895, whose schedule had no @LENGTH); stopped after step 300,
+    #     which goes on
+    PAGES="--turns 6 --crops-per-page 0 --freeze-vision --patch-weight 0 --pos-weight 0 --route-weight 0.5 \
+        --latent-weight 1 --oracle-weight 1 --oracle-lm 0.5 --lm-start 0 --text-per-page 2 --text-rows 8 \
+        --lookup-schedule 384:100000 --lookup-batch 8 --lr 1e-3 --eval-every 200"
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s10 --output /tmp/s12 --log-mode a $PAGES \
+        --packed-schedule 1:80,2:120,1-3:120,1-4:100000 --packed-length 96 --warmup 30 --minutes 60
+    # 13: the packed strings short again, growing
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s12 --output /tmp/s13 --log-mode a $PAGES \
+        --packed-schedule 1-2@12:80,2@12:80,2@24:80,1-3@24:80,1-3@48:100,1-3@96:100000 --warmup 20 --minutes 60
 """
 
 from __future__ import annotations
@@ -245,7 +256,8 @@ def parse_args(argv=None):
                          "about random strings each step, the strings growing by the schedule (lookup_sample)")
     ap.add_argument("--lookup-batch", type=int, default=32)
     ap.add_argument("--packed-schedule", default="",
-                    help="PACK:STEPS,...: a batch of --packed-batch lookup questions whose string is laid "
+                    help="PACK[@LENGTH]:STEPS,...: a batch of --packed-batch lookup questions whose string "
+                         "(LENGTH characters, default --packed-length) is laid "
                          "into the latent cells, PACK characters to a cell (K or LO-HI), and read through "
                          "the oracle visual tokens (Batcher.packed_lookup_batch)")
     ap.add_argument("--packed-length", type=int, default=96, help="string length of the packed lookups")
@@ -457,9 +469,12 @@ def main(argv=None) -> None:
             add_metrics(metrics, {**stats, "len": length}, "lookup_")
         pack = schedule_at(args.packed_schedule, step)
         if pack:
-            pb = batcher.packed_lookup_batch(args.packed_batch, args.packed_length, pack, rng)
+            pack, _, length = pack.partition("@")
+            pb = batcher.packed_lookup_batch(args.packed_batch, int(length or args.packed_length), pack, rng)
+            cells = pb["latent_targets"] > 0
             losses["packed"], stats = lm_loss(model, pb, heads["oracle"](pb["latent_targets"]))
-            add_metrics(metrics, {**stats, "chars": sum(map(float, pack.split("-"))) / len(pack.split("-"))}, "packed_")
+            add_metrics(metrics, {**stats, "len": int(length or args.packed_length),
+                                  "chars": float(cells.sum() / cells.any(-1).sum())}, "packed_")
         if args.text_per_page > 0 and pages:
             losses["text"], stats = lm_loss(model, batcher.text_batch(pages, args.text_per_page, rng, args.text_rows))
             add_metrics(metrics, stats, "text_")
