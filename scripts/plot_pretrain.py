@@ -4,7 +4,8 @@
         [--output docs/pretrain.png]
 
 Panels, against training steps counted across all runs (a grey line where a run starts):
-language-model loss per answer character (on pages, on their text alone, on lookup strings);
+language-model loss per answer character (on pages, on their text alone, on lookup strings
+(as text, and packed into visual tokens));
 per-patch (encoder) and per-latent (perceiver output) character accuracy and the visual tokens'
 cosine to the oracle's; held-out ANLS (mean of the pre-training kinds, and invoices zero-shot).
 """
@@ -19,7 +20,8 @@ import matplotlib
 
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = {"lm": ("LM loss", 0), "text": ("LM loss, questions on page text", 0),
-          "lookup": ("LM loss, lookup in random strings", 0), "patch_acc": ("per-patch", 1),
+          "lookup": ("LM loss, lookup in random strings", 0),
+          "packed": ("LM loss, lookup in strings packed into oracle visual tokens", 0), "patch_acc": ("per-patch", 1),
           "crop_acc": ("per-patch (crops)", 1), "latent_acc": ("per-latent", 1),
           "oracle_cos": ("visual tokens vs oracle (cosine)", 1)}
 
