@@ -29,6 +29,10 @@ The heads live outside the Idefics2 model: they are saved beside the checkpoint
 (``<output>-heads.pt``, reloaded by a stage that continues from it), so the output stays a plain
 ``Idefics2ForConditionalGeneration`` + processor folder.
 
+This file holds a stage's loop, its options and saving; the batches are built in
+``tiny_batches.py``, the model pieces and losses are in ``tiny_model.py``, and the held-out
+evaluation is in ``tiny_eval.py``.
+
 Questions: each page's own (label/value, table cells, "Transcribe the line that starts with ..."),
 plus "What follows "<first words of a row>"?" and one long "Read on from ..." transcription
 (``reading_pages.follow_questions``), which every page gets as one of its turns.
@@ -132,6 +136,9 @@ ran at commit de946d5, whose lookup_sample had only the "What follows" form.
     # 13: the packed strings short again, growing
     PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s12 --output /tmp/s13 --log-mode a $PAGES \
         --packed-schedule 1-2@12:80,2@12:80,2@24:80,1-3@24:80,1-3@48:100,1-3@96:100000 --warmup 20 --minutes 60
+    # 14: packed strings of 48 characters, a lower learning rate (the last --lr counts)
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s13 --output /tmp/s14 --log-mode a $PAGES \
+        --lr 7e-4 --packed-schedule 1-3@48:100000 --warmup 20 --minutes 35
 """
 
 from __future__ import annotations
