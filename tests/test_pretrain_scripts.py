@@ -193,8 +193,7 @@ def test_transcribe_questions_name_one_line():
         'Transcribe the line that starts with "Account holder:".', "Account holder: Ann")
     assert reading_pages.transcribe_question("Total", ["Total", "Total due 5.00"]) is None
     pages = [reading_pages.render_generic(s) for s in range(40)]
-    if reading_pages.synth_available():
-        pages += [reading_pages.synth_page("bank_statement", s, random.Random(s)) for s in range(6)]
+    pages += [reading_pages.synth_page("bank_statement", s, random.Random(s)) for s in range(6)]
     asked = 0
     for page in pages:
         texts = [line["text"] for line in page.lines]
