@@ -477,11 +477,11 @@ def main(argv=None) -> None:
         pack = schedule_at(args.packed_schedule, step)
         if pack:
             pack, _, length = pack.partition("@")
-            pb = batcher.packed_lookup_batch(args.packed_batch, int(length or args.packed_length), pack, rng)
+            length = int(length or args.packed_length)
+            pb = batcher.packed_lookup_batch(args.packed_batch, length, pack, rng)
             cells = pb["latent_targets"] > 0
             losses["packed"], stats = lm_loss(model, pb, heads["oracle"](pb["latent_targets"]))
-            add_metrics(metrics, {**stats, "len": int(length or args.packed_length),
-                                  "chars": float(cells.sum() / cells.any(-1).sum())}, "packed_")
+            add_metrics(metrics, {**stats, "len": length, "chars": float(cells.sum() / cells.any(-1).sum())}, "packed_")
         if args.text_per_page > 0 and pages:
             losses["text"], stats = lm_loss(model, batcher.text_batch(pages, args.text_per_page, rng, args.text_rows))
             add_metrics(metrics, stats, "text_")

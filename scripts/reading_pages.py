@@ -201,7 +201,7 @@ def render_generic(seed: int, width: int = 448) -> Page:
                     t = t.rsplit(" ", 1)[0]
                 put(margin, y, t, rf)
                 if len(t) <= 40:
-                    qa.append(transcribe_question(t, [t]))
+                    qa.append((TRANSCRIBE, t))  # worded below, once every line is known
                 y += gap
             y += gap // 2
     # Only now are all the lines known that a line's first words must tell it apart from.
