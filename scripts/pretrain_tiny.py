@@ -204,6 +204,100 @@ def save_atomic(model, processor, output: Path, heads=None) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# One step's losses
+# ----------------------------------------------------------------------------------------------
+
+
+def vision_losses(model, heads, batcher, batch, args, captured, rng) -> tuple:
+    """The vision side's losses on this step's pages (none on a text-only step, or when the
+    language model reads only oracle tokens): ``(losses, metrics, lat, ideal)``, where ``lat`` are
+    the connector's visual tokens and ``ideal`` the oracle's, for the reading losses."""
+    losses, metrics = {}, {}
+    oracle_only = args.oracle_lm >= 1 or batch is None
+    lat = ideal = None
+    if not oracle_only:
+        vis, lat = image_features(model, batch, args.freeze_vision)
+    if batch is not None and (args.oracle_lm > 0 or args.oracle_weight > 0):
+        ideal = heads["oracle"](batch["latent_targets"])
+    if oracle_only:
+        return losses, metrics, lat, ideal
+    V = heads["patch"].out_features // args.patch_slots
+    if args.oracle_weight > 0:
+        losses["oracle"] = F.mse_loss(lat, ideal)
+        add_metrics(metrics, {"oracle_cos": float(F.cosine_similarity(lat.detach(), ideal, dim=-1).mean())})
+    if args.route_weight > 0 and captured:
+        rm = batch["route_mask"].unsqueeze(1).float()  # B 1 L P
+        mass = torch.stack([(a[..., : rm.size(-1)] * rm).sum(-1) for a in captured])  # layers B H L
+        routed = (rm.sum(-1) > 0).expand_as(mass[0]).expand_as(mass)  # latents past the page: free
+        losses["route"] = -(mass[routed] + 1e-6).log().mean()
+        add_metrics(metrics, {"route_mass": float(mass[routed].detach().mean())})
+    if args.patch_weight > 0:
+        pl = heads["patch"](vis).view(*vis.shape[:2], args.patch_slots, V)
+        losses["patch"] = slot_loss(pl, batch["patch_targets"], args.none_weight)
+        right, total = slot_accuracy(pl.detach(), batch["patch_targets"])
+        add_metrics(metrics, {"patch_acc": right / max(total, 1)})
+    if args.pos_weight > 0 and not args.freeze_vision:
+        rows, cols = patch_rows_cols(batch["pixel_attention_mask"][:, 0], args.patch_size)
+        pl = heads["pos"](vis).view(*vis.shape[:2], 2, -1)
+        real = rows >= 0
+        losses["pos"] = (F.cross_entropy(pl[..., 0, :][real], rows[real])
+                         + F.cross_entropy(pl[..., 1, :][real], cols[real])) / 2
+        hit = (pl[..., 0, :].argmax(-1) == rows) & (pl[..., 1, :].argmax(-1) == cols)
+        add_metrics(metrics, {"pos_acc": float(hit[real].float().mean())})
+    if args.latent_weight > 0:
+        ll = heads["latent"](lat).view(*lat.shape[:2], args.latent_slots, V)
+        losses["latent"] = slot_loss(ll, batch["latent_targets"], args.none_weight)
+        right, total = slot_accuracy(ll.detach(), batch["latent_targets"])
+        add_metrics(metrics, {"latent_acc": right / max(total, 1)})
+    if args.crop_weight > 0 and args.crops_per_page > 0:
+        cx, ctg, cpos = batcher.crops(batch, args.crops_per_page, args.crop_size[0], args.crop_size[1], rng)
+        cvis = crop_features(model.model.vision_model, cx, cpos)
+        cl = heads["patch"](cvis).view(*cvis.shape[:2], args.patch_slots, V)
+        losses["crop"] = slot_loss(cl, ctg, args.none_weight)
+        right, total = slot_accuracy(cl.detach(), ctg)
+        add_metrics(metrics, {"crop_acc": right / max(total, 1)})
+    return losses, metrics, lat, ideal
+
+
+def reading_losses(model, heads, batcher, batch, pages, lat, ideal, args, step, rng) -> tuple:
+    """The language model's answer losses: on the pages (through the connector's tokens, or for
+    ``--oracle-lm`` of them the oracle's), and on the text, lookup and packed-lookup batches the
+    schedules ask for this step. ``(losses, metrics)``."""
+    losses, metrics = {}, {}
+    if step >= args.lm_start and args.lm_weight > 0 and batch is not None:
+        lm_in = ideal if lat is None else lat
+        if lat is not None and args.oracle_lm > 0:
+            use = torch.tensor([rng.random() < args.oracle_lm for _ in pages])
+            lm_in = torch.where(use[:, None, None], ideal, lat)
+        losses["lm"], stats = lm_loss(model, batch, lm_in)
+        add_metrics(metrics, stats)
+    length = lookup_length(args.lookup_schedule, step)
+    if length:
+        losses["lookup"], stats = lm_loss(model, batcher.lookup_batch(args.lookup_batch, length, rng))
+        add_metrics(metrics, {**stats, "len": length}, "lookup_")
+    pack = schedule_at(args.packed_schedule, step)
+    if pack:
+        pack, _, length = pack.partition("@")
+        length = int(length or args.packed_length)
+        pb = batcher.packed_lookup_batch(args.packed_batch, length, pack, rng)
+        cells = pb["latent_targets"] > 0
+        losses["packed"], stats = lm_loss(model, pb, heads["oracle"](pb["latent_targets"]))
+        add_metrics(metrics, {**stats, "len": length, "chars": float(cells.sum() / cells.any(-1).sum())}, "packed_")
+    if args.text_per_page > 0 and pages:
+        losses["text"], stats = lm_loss(model, batcher.text_batch(pages, args.text_per_page, rng, args.text_rows))
+        add_metrics(metrics, stats, "text_")
+    return losses, metrics
+
+
+def weighted_total(losses: dict, args) -> torch.Tensor:
+    """The step's loss: each loss times its ``--*-weight`` (lookups and packed lookups weigh 1)."""
+    weights = {"oracle": args.oracle_weight, "text": args.text_weight, "patch": args.patch_weight,
+               "latent": args.latent_weight, "route": args.route_weight, "crop": args.crop_weight,
+               "lm": args.lm_weight, "pos": args.pos_weight}
+    return sum(weights.get(k, 1.0) * v for k, v in losses.items())
+
+
+# ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
 
@@ -265,7 +359,8 @@ def parse_args(argv=None):
     ap.add_argument("--packed-schedule", default="",
                     help="PACK[@LENGTH]:STEPS,...: a batch of --packed-batch lookup questions whose string "
                          "(LENGTH characters, default --packed-length) is laid "
-                         "into the latent cells, PACK characters to a cell (K or LO-HI), and read through "
+                         "into the latent cells, PACK characters to a cell (K, LO-HI, or W0/W1/... the "
+                         "weights of 0, 1, ... characters), and read through "
                          "the oracle visual tokens (Batcher.packed_lookup_batch)")
     ap.add_argument("--packed-length", type=int, default=96, help="string length of the packed lookups")
     ap.add_argument("--packed-batch", type=int, default=16)
@@ -418,77 +513,11 @@ def main(argv=None) -> None:
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * mult
         captured.clear()
-        losses, metrics = {}, {}
-        oracle_only = args.oracle_lm >= 1 or batch is None
-        lat = ideal = None
-        if not oracle_only:
-            vis, lat = image_features(model, batch, args.freeze_vision)
-        if batch is not None and (args.oracle_lm > 0 or args.oracle_weight > 0):
-            ideal = heads["oracle"](batch["latent_targets"])
-        if args.oracle_weight > 0 and lat is not None:
-            losses["oracle"] = F.mse_loss(lat, ideal)
-            metrics.setdefault("oracle_cos", []).append(float(F.cosine_similarity(lat.detach(), ideal, dim=-1).mean()))
-        if args.route_weight > 0 and captured and not oracle_only:
-            rm = batch["route_mask"].unsqueeze(1).float()  # B 1 L P
-            mass = torch.stack([(a[..., : rm.size(-1)] * rm).sum(-1) for a in captured])  # layers B H L
-            routed = (rm.sum(-1) > 0).expand_as(mass[0]).expand_as(mass)  # latents past the page: free
-            losses["route"] = -(mass[routed] + 1e-6).log().mean()
-            metrics.setdefault("route_mass", []).append(float(mass[routed].detach().mean()))
-        if args.patch_weight > 0 and not oracle_only:
-            pt = batch["patch_targets"]
-            pl = heads["patch"](vis).view(*vis.shape[:2], args.patch_slots, V)
-            losses["patch"] = slot_loss(pl, pt, args.none_weight)
-            right, total = slot_accuracy(pl.detach(), pt)
-            metrics.setdefault("patch_acc", []).append(right / max(total, 1))
-        if args.pos_weight > 0 and not args.freeze_vision and not oracle_only:
-            rows, cols = patch_rows_cols(batch["pixel_attention_mask"][:, 0], args.patch_size)
-            pl = heads["pos"](vis).view(*vis.shape[:2], 2, -1)
-            real = rows >= 0
-            losses["pos"] = (F.cross_entropy(pl[..., 0, :][real], rows[real])
-                             + F.cross_entropy(pl[..., 1, :][real], cols[real])) / 2
-            metrics.setdefault("pos_acc", []).append(
-                float(((pl[..., 0, :].argmax(-1) == rows) & (pl[..., 1, :].argmax(-1) == cols))[real].float().mean()))
-        if args.latent_weight > 0 and not oracle_only:
-            ll = heads["latent"](lat).view(*lat.shape[:2], args.latent_slots, V)
-            lt = batch["latent_targets"]
-            losses["latent"] = slot_loss(ll, lt, args.none_weight)
-            right, total = slot_accuracy(ll.detach(), lt)
-            metrics.setdefault("latent_acc", []).append(right / max(total, 1))
-        if args.crop_weight > 0 and args.crops_per_page > 0 and not oracle_only:
-            cx, ctg, cpos = batcher.crops(batch, args.crops_per_page, args.crop_size[0], args.crop_size[1], rng)
-            cvis = crop_features(model.model.vision_model, cx, cpos)
-            cl = heads["patch"](cvis).view(*cvis.shape[:2], args.patch_slots, V)
-            losses["crop"] = slot_loss(cl, ctg, args.none_weight)
-            right, total = slot_accuracy(cl.detach(), ctg)
-            metrics.setdefault("crop_acc", []).append(right / max(total, 1))
-        if step >= args.lm_start and args.lm_weight > 0 and batch is not None:
-            lm_in = lat
-            if oracle_only:
-                lm_in = ideal
-            elif args.oracle_lm > 0:
-                use = torch.tensor([rng.random() < args.oracle_lm for _ in pages])
-                lm_in = torch.where(use[:, None, None], ideal, lat)
-            losses["lm"], stats = lm_loss(model, batch, lm_in)
-            add_metrics(metrics, stats)
-        length = lookup_length(args.lookup_schedule, step)
-        if length:
-            losses["lookup"], stats = lm_loss(model, batcher.lookup_batch(args.lookup_batch, length, rng))
-            add_metrics(metrics, {**stats, "len": length}, "lookup_")
-        pack = schedule_at(args.packed_schedule, step)
-        if pack:
-            pack, _, length = pack.partition("@")
-            length = int(length or args.packed_length)
-            pb = batcher.packed_lookup_batch(args.packed_batch, length, pack, rng)
-            cells = pb["latent_targets"] > 0
-            losses["packed"], stats = lm_loss(model, pb, heads["oracle"](pb["latent_targets"]))
-            add_metrics(metrics, {**stats, "len": length, "chars": float(cells.sum() / cells.any(-1).sum())}, "packed_")
-        if args.text_per_page > 0 and pages:
-            losses["text"], stats = lm_loss(model, batcher.text_batch(pages, args.text_per_page, rng, args.text_rows))
-            add_metrics(metrics, stats, "text_")
-        total = (args.oracle_weight * losses.get("oracle", 0) + args.text_weight * losses.get("text", 0)
-                 + losses.get("lookup", 0) + losses.get("packed", 0) + args.patch_weight * losses.get("patch", 0) + args.latent_weight * losses.get("latent", 0)
-                 + args.route_weight * losses.get("route", 0) + args.crop_weight * losses.get("crop", 0)
-                 + args.lm_weight * losses.get("lm", 0) + args.pos_weight * losses.get("pos", 0))
+        losses, metrics, lat, ideal = vision_losses(model, heads, batcher, batch, args, captured, rng)
+        more, stats = reading_losses(model, heads, batcher, batch, pages, lat, ideal, args, step, rng)
+        losses.update(more)
+        metrics.update(stats)
+        total = weighted_total(losses, args)
         opt.zero_grad(set_to_none=True)
         total.backward()
         gn = torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(heads.parameters()), 1.0)

@@ -313,11 +313,10 @@ def question_for(rng: random.Random, label: str) -> str:
 
 def synth_available() -> bool:
     try:
-        from doctune.synth import generate_document  # noqa: F401
-
-        return True
-    except Exception:
+        from doctune import synth
+    except ImportError:
         return False
+    return hasattr(synth, "generate_document")
 
 
 @lru_cache(maxsize=4096)

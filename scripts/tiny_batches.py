@@ -80,15 +80,16 @@ class Batcher:
 
     def packed_lookup_batch(self, n: int, length: int, pack: str, rng: random.Random) -> dict:
         """``n`` lookup questions (``lookup_sample``) whose string is the page: its characters fill
-        the latent cells row by row, ``pack`` characters to a cell (``K`` or ``LO-HI``, drawn per
-        cell), and the image tokens are then ``OracleTokens`` of these cells (``latent_targets``).
-        With one character to a cell the oracle token is the character's own embedding, the text
-        lookup the model already does; packing more characters into a cell, as a page's latent
-        holds them, is the step from there to reading visual tokens."""
-        lo, _, hi = pack.partition("-")
-        lo, hi = int(lo), int(hi or lo)
+        the latent cells row by row, ``pack`` characters to a cell (``pack_sizes``: ``K``, ``LO-HI``
+        or the weights ``W0/W1/...`` of 0, 1, ... characters, drawn per cell; an empty cell is a
+        blank token, as between a page's words), and the image tokens are then ``OracleTokens`` of
+        these cells (``latent_targets``). With one character to a cell the oracle token is the
+        character's own embedding, the text lookup the model already does; packing more characters
+        into a cell, as a page's latent holds them, is the step from there to reading visual tokens."""
+        sizes, weights = pack_sizes(pack)
         cells = self.gw * self.gh
-        if length > cells * lo or not 1 <= lo <= hi <= self.args.latent_slots:
+        mean = sum(k * w for k, w in zip(sizes, weights)) / sum(weights)
+        if length > cells * mean or not 1 <= max(sizes) <= self.args.latent_slots:
             raise ValueError(f"--packed-schedule: {length} characters, {pack} to a cell, do not fit "
                              f"{cells} cells of {self.args.latent_slots} slots")
         samples = [lookup_sample(rng, length) for _ in range(n)]
@@ -101,8 +102,12 @@ class Batcher:
         for b, (context, _, _) in enumerate(samples):
             at = cell = 0
             while at < len(context):
-                chunk = context[at : at + rng.randint(lo, hi)]
-                targets[b, cell, : len(chunk)] = torch.tensor([self.char_id(c) for c in chunk])
+                if cell == cells:
+                    raise ValueError(f"--packed-schedule: {length} characters, {pack} to a cell, ran out "
+                                     f"of the {cells} cells; give fewer characters or fewer empty cells")
+                size = rng.choices(sizes, weights)[0] if "/" in pack else rng.randint(sizes[0], sizes[-1])
+                chunk = context[at : at + size]
+                targets[b, cell, : len(chunk)] = torch.tensor([self.char_id(c) for c in chunk], dtype=torch.long)
                 at += len(chunk)
                 cell += 1
         out["latent_targets"] = targets
@@ -239,6 +244,19 @@ def densest_crop(ink: torch.Tensor, rows: int, cols: int, rng: random.Random, tr
         if v > best:
             best, at = v, (r0, c0)
     return at
+
+
+def pack_sizes(pack: str) -> tuple:
+    """Characters per cell of a packed lookup and their weights: ``K`` (always K), ``LO-HI``
+    (uniform), or ``W0/W1/...`` (K characters with weight ``WK``; K = 0 is an empty cell)."""
+    if "/" in pack:
+        weights = [float(w) for w in pack.split("/")]
+        if weights[0] >= sum(weights):
+            raise ValueError(f"--packed-schedule: {pack} gives no cell a character")
+        return list(range(len(weights))), weights
+    lo, _, hi = pack.partition("-")
+    lo, hi = int(lo), int(hi or lo)
+    return list(range(lo, hi + 1)), [1.0] * (hi - lo + 1)
 
 
 def schedule_at(schedule: str, step: int) -> str:

@@ -254,6 +254,29 @@ def test_packed_lookups_lay_their_string_into_the_latent_cells_in_order():
         batcher.packed_lookup_batch(1, 500, "1", random.Random(0))
 
 
+def test_packed_lookups_drawn_by_weight_leave_empty_cells_between_characters():
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
+    batcher = tiny_batches.Batcher(processor, pretrain_tiny.parse_args([]))
+    assert tiny_batches.pack_sizes("3/5/2") == ([0, 1, 2], [3.0, 5.0, 2.0])
+    assert tiny_batches.pack_sizes("1-3") == ([1, 2, 3], [1.0, 1.0, 1.0])
+    tok = processor.tokenizer
+    counts = {0: 0, 1: 0, 2: 0}
+    for cells in batcher.packed_lookup_batch(8, 60, "3/5/2", random.Random(2))["latent_targets"]:
+        used = cells[: int((cells > 0).any(-1).nonzero().max()) + 1]  # up to the last character
+        for cell in used:
+            counts[int((cell > 0).sum())] += 1
+        string = "".join(tok.convert_ids_to_tokens(used[used > 0].tolist()))
+        assert len(string) == 60 and not (cells[len(used) :] > 0).any()
+    total = sum(counts.values())
+    assert 0.2 < counts[0] / total < 0.4 and 0.1 < counts[2] / total < 0.3 and counts[1] > counts[2]
+    with pytest.raises(ValueError, match="no cell a character"):
+        batcher.packed_lookup_batch(1, 10, "1/0", random.Random(0))
+    with pytest.raises(ValueError, match="do not fit"):
+        batcher.packed_lookup_batch(1, 400, "9/1", random.Random(0))
+
+
 def test_text_questions_hold_the_rows_that_answer_them():
     from transformers import AutoProcessor
 
