@@ -162,7 +162,7 @@ from tiny_batches import Batcher, lookup_length, schedule_at  # noqa: E402
 from tiny_eval import eval_sets, probe_batch, probe_eval, run_eval  # noqa: E402
 from tiny_model import (  # noqa: E402
     OracleTokens, crop_features, fresh_connector, image_features, init_model, lm_loss,
-    patch_rows_cols, resize_latents, slot_accuracy, slot_loss)
+    patch_rows_cols, resize_latents, slot_head)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -221,7 +221,6 @@ def vision_losses(model, heads, batcher, batch, args, captured, rng) -> tuple:
         ideal = heads["oracle"](batch["latent_targets"])
     if oracle_only:
         return losses, metrics, lat, ideal
-    V = heads["patch"].out_features // args.patch_slots
     if args.oracle_weight > 0:
         losses["oracle"] = F.mse_loss(lat, ideal)
         add_metrics(metrics, {"oracle_cos": float(F.cosine_similarity(lat.detach(), ideal, dim=-1).mean())})
@@ -232,10 +231,9 @@ def vision_losses(model, heads, batcher, batch, args, captured, rng) -> tuple:
         losses["route"] = -(mass[routed] + 1e-6).log().mean()
         add_metrics(metrics, {"route_mass": float(mass[routed].detach().mean())})
     if args.patch_weight > 0:
-        pl = heads["patch"](vis).view(*vis.shape[:2], args.patch_slots, V)
-        losses["patch"] = slot_loss(pl, batch["patch_targets"], args.none_weight)
-        right, total = slot_accuracy(pl.detach(), batch["patch_targets"])
-        add_metrics(metrics, {"patch_acc": right / max(total, 1)})
+        losses["patch"], hit = slot_head(heads["patch"], vis, batch["patch_targets"], args.patch_slots,
+                                         args.none_weight)
+        add_metrics(metrics, {"patch_acc": hit})
     if args.pos_weight > 0 and not args.freeze_vision:
         rows, cols = patch_rows_cols(batch["pixel_attention_mask"][:, 0], args.patch_size)
         pl = heads["pos"](vis).view(*vis.shape[:2], 2, -1)
@@ -245,17 +243,14 @@ def vision_losses(model, heads, batcher, batch, args, captured, rng) -> tuple:
         hit = (pl[..., 0, :].argmax(-1) == rows) & (pl[..., 1, :].argmax(-1) == cols)
         add_metrics(metrics, {"pos_acc": float(hit[real].float().mean())})
     if args.latent_weight > 0:
-        ll = heads["latent"](lat).view(*lat.shape[:2], args.latent_slots, V)
-        losses["latent"] = slot_loss(ll, batch["latent_targets"], args.none_weight)
-        right, total = slot_accuracy(ll.detach(), batch["latent_targets"])
-        add_metrics(metrics, {"latent_acc": right / max(total, 1)})
+        losses["latent"], hit = slot_head(heads["latent"], lat, batch["latent_targets"], args.latent_slots,
+                                          args.none_weight)
+        add_metrics(metrics, {"latent_acc": hit})
     if args.crop_weight > 0 and args.crops_per_page > 0:
         cx, ctg, cpos = batcher.crops(batch, args.crops_per_page, args.crop_size[0], args.crop_size[1], rng)
         cvis = crop_features(model.model.vision_model, cx, cpos)
-        cl = heads["patch"](cvis).view(*cvis.shape[:2], args.patch_slots, V)
-        losses["crop"] = slot_loss(cl, ctg, args.none_weight)
-        right, total = slot_accuracy(cl.detach(), ctg)
-        add_metrics(metrics, {"crop_acc": right / max(total, 1)})
+        losses["crop"], hit = slot_head(heads["patch"], cvis, ctg, args.patch_slots, args.none_weight)
+        add_metrics(metrics, {"crop_acc": hit})
     return losses, metrics, lat, ideal
 
 

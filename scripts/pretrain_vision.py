@@ -33,6 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pretrain_tiny as pt  # noqa: E402
 import reading_pages  # noqa: E402
+from tiny_batches import Batcher, densest_crop  # noqa: E402
+from tiny_model import crop_features, image_features, page_position_ids, slot_accuracy, slot_loss  # noqa: E402
 
 ROOT = pt.ROOT
 
@@ -40,7 +42,7 @@ ROOT = pt.ROOT
 class PageCache:
     """Resized, normalised pages (float16, real area only) with their per-patch targets."""
 
-    def __init__(self, batcher: pt.Batcher, patch: int, capacity: int):
+    def __init__(self, batcher: Batcher, patch: int, capacity: int):
         self.batcher, self.patch, self.capacity = batcher, patch, capacity
         self.pixels: list = []
         self.targets: list = []
@@ -73,10 +75,10 @@ class PageCache:
             rh, rw = tg.shape[:2]
             if rh < rows or rw < cols:
                 continue
-            r0, c0 = pt.densest_crop(tg[..., 0] > 0, rows, cols, rng)
+            r0, c0 = densest_crop(tg[..., 0] > 0, rows, cols, rng)
             xs.append(self.pixels[i][:, r0 * p : (r0 + rows) * p, c0 * p : (c0 + cols) * p].float())
             ts.append(tg[r0 : r0 + rows, c0 : c0 + cols].reshape(rows * cols, -1))
-            ps.append(pt.page_position_ids(rh, rw, r0, c0, rows, cols, per_side))
+            ps.append(page_position_ids(rh, rw, r0, c0, rows, cols, per_side))
         return torch.stack(xs), torch.stack(ts), torch.stack(ps)
 
 
@@ -98,14 +100,14 @@ class PageCache:
 
 
 @torch.no_grad()
-def page_accuracy(model, head, batcher: pt.Batcher, pages: list, slots: int, vocab: int) -> float:
+def page_accuracy(model, head, batcher: Batcher, pages: list, slots: int, vocab: int) -> float:
     """Per-patch character accuracy on whole held-out pages (what the full model will see)."""
     model.eval()
     right = total = 0
     for i in range(0, len(pages), 8):
         batch = batcher.make(pages[i : i + 8], 1, random.Random(0))
-        vis, _ = pt.image_features(model, batch)
-        r, t = pt.slot_accuracy(head(vis).view(*vis.shape[:2], slots, vocab), batch["patch_targets"])
+        vis, _ = image_features(model, batch)
+        r, t = slot_accuracy(head(vis).view(*vis.shape[:2], slots, vocab), batch["patch_targets"])
         right, total = right + r, total + t
     model.train()
     return round(right / max(total, 1), 4)
@@ -153,12 +155,14 @@ def main(argv=None) -> None:
     processor = AutoProcessor.from_pretrained(args.init_from)
     model = Idefics2ForConditionalGeneration.from_pretrained(args.init_from)
     model.train()
-    # Batcher only needs these of the full stage's settings.
-    bargs = argparse.Namespace(patch_size=model.config.vision_config.patch_size, patch_slots=args.patch_slots,
-                               longest_edge=model.config.vision_config.image_size,
-                               latent_slots=1, latent_grid=[1, 1], patch_slot_mode="order",
-                               synth_frac=args.synth_frac, kinds=args.kinds)
-    batcher = pt.Batcher(processor, bargs)
+    # The full stage's settings (its defaults, so the Batcher finds every one it reads), with this
+    # stage's sizes; one latent, whose targets go unused.
+    bargs = pt.parse_args(["--patch-size", str(model.config.vision_config.patch_size),
+                           "--patch-slots", str(args.patch_slots),
+                           "--longest-edge", str(model.config.vision_config.image_size),
+                           "--latent-slots", "1", "--latent-grid", "1", "1",
+                           "--synth-frac", str(args.synth_frac), "--kinds", *args.kinds])
+    batcher = Batcher(processor, bargs)
     V = len(processor.tokenizer)
     vision = model.model.vision_model
     head = torch.nn.Linear(model.config.vision_config.hidden_size, args.patch_slots * V)
@@ -193,22 +197,22 @@ def main(argv=None) -> None:
             g["lr"] = args.lr * mult
         cache.add(reading_pages.sample_pages(bargs, rng, args.pages_per_step, True), rng)
         x, tg, pos = cache.crops(args.crops, rows, cols, rng, vision.embeddings.num_patches_per_side)
-        logits = head(pt.crop_features(vision, x, pos)).view(x.size(0), rows * cols, args.patch_slots, V)
-        loss = pt.slot_loss(logits, tg, args.none_weight)
+        logits = head(crop_features(vision, x, pos)).view(x.size(0), rows * cols, args.patch_slots, V)
+        loss = slot_loss(logits, tg, args.none_weight)
         if args.full_pages:
             # Whole pages too: crops favour dense text, pages hold the sparse values and headings.
             px, pmask, ptg = cache.pages(args.full_pages, rng)
             pvis = vision(pixel_values=px, patch_attention_mask=pmask).last_hidden_state
             plogits = head(pvis).view(px.size(0), -1, args.patch_slots, V)
-            loss = loss + pt.slot_loss(plogits, ptg, args.none_weight)
-            r, t = pt.slot_accuracy(plogits.detach(), ptg)
+            loss = loss + slot_loss(plogits, ptg, args.none_weight)
+            r, t = slot_accuracy(plogits.detach(), ptg)
             page_right, page_total = page_right + r, page_total + t
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        r, t = pt.slot_accuracy(logits.detach(), tg)
+        r, t = slot_accuracy(logits.detach(), tg)
         right, total = right + r, total + t
         losses.append(float(loss.detach()))
         if step % args.log_every == 0:

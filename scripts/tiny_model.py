@@ -121,6 +121,14 @@ def slot_loss(logits, targets, none_weight: float):
     return ce[ink].sum() / ink.sum().clamp(min=1) + none_weight * ce[empty].sum() / empty.sum().clamp(min=1)
 
 
+def slot_head(head, features: torch.Tensor, targets: torch.Tensor, slots: int, none_weight: float) -> tuple:
+    """``slot_loss`` of a linear character head on ``features`` (B, N, width) against ``targets``
+    (B, N, slots), and the share of the characters it names right."""
+    logits = head(features).view(*features.shape[:2], slots, -1)
+    right, total = slot_accuracy(logits.detach(), targets)
+    return slot_loss(logits, targets, none_weight), right / max(total, 1)
+
+
 class OracleTokens(torch.nn.Module):
     """The visual tokens an ideal connector would give: each latent's characters, embedded.
 

@@ -290,3 +290,34 @@ def test_text_questions_hold_the_rows_that_answer_them():
         answer = processor.tokenizer.decode(labels[labels >= 0]).replace("<end_of_utterance>", "").strip()
         assert user.startswith("User: ") and len(user.split("\n")) == 3 + 1  # three rows, then the question
         assert answer.split("\n")[0] in user
+
+
+def test_one_step_of_each_pretraining_script_saves_a_plain_checkpoint(tmp_path):
+    """Every loss of a language-model stage and the vision-only stage, one step each on one page:
+    the stage chains in ``pretrain_tiny``'s docstring run with today's code."""
+    import json
+
+    import pretrain_vision
+
+    out = tmp_path / "stage"
+    pretrain_tiny.main(["--init-from", str(TINY_MODEL_DIR), "--output", str(out), "--log", str(tmp_path / "lm.log"),
+                        "--threads", "1", "--max-steps", "1", "--log-every", "1", "--batch-size", "1", "--turns", "2",
+                        "--crops-per-page", "1", "--pos-weight", "1", "--oracle-weight", "1", "--oracle-lm", "0.5",
+                        "--lm-start", "0", "--text-per-page", "1", "--lookup-schedule", "12:1", "--lookup-batch", "1",
+                        "--packed-schedule", "2/6/2@24:1", "--packed-batch", "1", "--eval-pages", "1",
+                        "--kinds", "receipt"])
+    records = [json.loads(line) for line in (tmp_path / "lm.log").read_text().splitlines()]
+    step = next(r for r in records if r.get("step") == 1 and "lm" in r)
+    for loss in ("lm", "oracle", "route", "patch", "pos", "latent", "crop", "lookup", "packed", "text"):
+        assert torch.isfinite(torch.tensor(step[loss])), loss
+    assert set(records[-1]["final_eval"]) == {"generic", "receipt", "invoice"}
+    assert pretrain_tiny.heads_path(out).exists()
+    Idefics2ForConditionalGeneration.from_pretrained(out)  # a plain checkpoint, without the heads
+
+    pretrain_vision.main(["--init-from", str(out), "--output", str(tmp_path / "vision"),
+                          "--log", str(tmp_path / "vision.log"), "--threads", "1", "--max-steps", "1",
+                          "--crops", "2", "--full-pages", "1", "--first-pages", "2", "--pages-per-step", "1",
+                          "--capacity", "4", "--log-every", "1", "--kinds", "receipt"])
+    last = json.loads((tmp_path / "vision.log").read_text().splitlines()[-1])
+    assert set(last["final_page_acc"]) >= {"generic", "receipt"}
+    Idefics2ForConditionalGeneration.from_pretrained(tmp_path / "vision")
