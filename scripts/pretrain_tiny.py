@@ -401,17 +401,10 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    log = json_logger(args.log, args.log_mode)
-
-    log({"command": "PYTHONPATH=src python " + " ".join([sys.argv[0]] + sys.argv[1:]) if argv is None else str(argv),
-         "args": {k: str(v) for k, v in vars(args).items()}, "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-
-    # Build the random-weight init with the chosen sizes.
+def load_model(args) -> tuple:
+    """The stage's starting model and processor: ``--init-from`` (a plain checkpoint; with
+    ``--fresh-connector`` or ``--connector-from`` its connector replaced), else ``build_tiny``'s
+    random-weight model with this stage's sizes, initialised by ``init_model``."""
     from transformers import AutoProcessor, Idefics2ForConditionalGeneration
 
     build_tiny.IMAGE_LONGEST_EDGE = args.longest_edge
@@ -420,7 +413,6 @@ def main(argv=None) -> None:
     build_tiny.PERCEIVER_DEPTH = args.perceiver_depth
     build_tiny.PERCEIVER_KV_HEADS = args.perceiver_kv_heads
     if args.init_from:
-        # Continue from an earlier stage (a plain checkpoint: the auxiliary heads start afresh).
         processor = AutoProcessor.from_pretrained(args.init_from)
         model = Idefics2ForConditionalGeneration.from_pretrained(args.init_from)
         if args.fresh_connector:
@@ -430,22 +422,32 @@ def main(argv=None) -> None:
         if args.connector_from:
             other = Idefics2ForConditionalGeneration.from_pretrained(args.connector_from)
             model.model.connector.load_state_dict(other.model.connector.state_dict())
-    else:
-        init_dir = args.output.parent / (args.output.name + "-init")
-        build_tiny.build(init_dir, args.seed)
-        processor = AutoProcessor.from_pretrained(init_dir)
-        model = Idefics2ForConditionalGeneration.from_pretrained(init_dir)
-        shutil.rmtree(init_dir, ignore_errors=True)
-        init_model(model, args)
-    model.train()
-    # Routing prior: the perceiver's first layer(s) attend in eager mode so their attention
-    # weights can be supervised (latent i -> the patches of its grid cell).
+        return model, processor
+    init_dir = args.output.parent / (args.output.name + "-init")
+    build_tiny.build(init_dir, args.seed)
+    processor = AutoProcessor.from_pretrained(init_dir)
+    model = Idefics2ForConditionalGeneration.from_pretrained(init_dir)
+    shutil.rmtree(init_dir, ignore_errors=True)
+    init_model(model, args)
+    return model, processor
+
+
+def capture_routing(model, args) -> list:
+    """For the routing prior: the perceiver's first ``--route-layers`` layers attend in eager mode,
+    and each forward appends their attention weights to the returned list (cleared every step)."""
     captured = []
-    resampler = model.model.connector.perceiver_resampler
     if args.route_weight > 0:
+        resampler = model.model.connector.perceiver_resampler
         resampler.config._attn_implementation = "eager"
         for layer in resampler.layers[: args.route_layers]:
             layer.self_attn.register_forward_hook(lambda mod, inp, out: captured.append(out[1]))
+    return captured
+
+
+def build_heads(model, processor, args, log) -> torch.nn.ModuleDict:
+    """The auxiliary heads (patch and latent characters, patch position, oracle tokens), with the
+    saved ones of ``--init-from`` (and the latent and oracle heads of ``--connector-from``) where
+    their shapes still fit."""
     V = len(processor.tokenizer)
     vh = model.config.vision_config.hidden_size
     th = model.config.text_config.hidden_size
@@ -458,13 +460,18 @@ def main(argv=None) -> None:
     })
     for source, names in ((args.init_from, None), (args.connector_from, ("latent", "oracle"))):
         if source and heads_path(source).exists():
-            # The auxiliary heads of the stage continued from, where their shapes still fit.
             saved = torch.load(heads_path(source), weights_only=True)
             own = heads.state_dict()
             kept = {k: v for k, v in saved.items()
                     if k in own and own[k].shape == v.shape and (names is None or k.split(".")[0] in names)}
             heads.load_state_dict(kept, strict=False)
             log({"heads_loaded": sorted({k.split(".")[0] for k in kept}), "from": str(source)})
+    return heads
+
+
+def build_optimizer(model, heads, args) -> torch.optim.Optimizer:
+    """AdamW with one learning rate per part (vision, connector, text; each head trains with the
+    part it reads); ``--freeze-vision`` leaves the vision encoder out."""
     lrs = {"vision": args.lr_vision or args.lr, "connector": args.lr_connector or args.lr, "text": args.lr_text or args.lr}
     groups = {k: [] for k in lrs}
     for n, p in model.named_parameters():
@@ -476,8 +483,32 @@ def main(argv=None) -> None:
     groups["vision"] += list(heads["patch"].parameters())
     groups["connector"] += list(heads["latent"].parameters())
     groups["vision"] += list(heads["pos"].parameters())
-    opt = torch.optim.AdamW([{"params": ps, "lr": lrs[k], "base_lr": lrs[k], "name": k} for k, ps in groups.items()],
-                            weight_decay=args.weight_decay, betas=(0.9, 0.98))
+    return torch.optim.AdamW([{"params": ps, "lr": lrs[k], "base_lr": lrs[k], "name": k} for k, ps in groups.items()],
+                             weight_decay=args.weight_decay, betas=(0.9, 0.98))
+
+
+def lr_multiplier(step: int, est_steps: int, args) -> float:
+    """Warmup over ``--warmup`` steps, then cosine down to ``--min-lr-frac`` at ``est_steps``."""
+    prog = min(1.0, step / max(1, est_steps))
+    return min(1.0, (step + 1) / args.warmup) * (
+        args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * prog)))
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    log = json_logger(args.log, args.log_mode)
+
+    log({"command": "PYTHONPATH=src python " + " ".join([sys.argv[0]] + sys.argv[1:]) if argv is None else str(argv),
+         "args": {k: str(v) for k, v in vars(args).items()}, "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+    model, processor = load_model(args)
+    model.train()
+    captured = capture_routing(model, args)
+    heads = build_heads(model, processor, args, log)
+    opt = build_optimizer(model, heads, args)
     batcher = Batcher(processor, args)
     use_synth = synth_available() and args.synth_frac > 0
     log({"synth_available": use_synth, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)})
@@ -502,11 +533,8 @@ def main(argv=None) -> None:
             est_steps = args.schedule_steps
         elif step >= 20:
             est_steps = min(args.max_steps, int(step * budget / max(elapsed, 1e-6)))
-        prog = min(1.0, step / max(1, est_steps))
-        mult = min(1.0, (step + 1) / args.warmup) * (
-            args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * prog)))
         for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * mult
+            g["lr"] = g["base_lr"] * lr_multiplier(step, est_steps, args)
         captured.clear()
         losses, metrics, lat, ideal = vision_losses(model, heads, batcher, batch, args, captured, rng)
         more, stats = reading_losses(model, heads, batcher, batch, pages, lat, ideal, args, step, rng)
