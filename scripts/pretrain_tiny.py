@@ -139,6 +139,11 @@ ran at commit de946d5, whose lookup_sample had only the "What follows" form.
     # 14: packed strings of 48 characters, a lower learning rate (the last --lr counts)
     PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s13 --output /tmp/s14 --log-mode a $PAGES \
         --lr 7e-4 --packed-schedule 1-3@48:100000 --warmup 20 --minutes 35
+    # 15: packed cells drawn by weight, from one character (and empty cells) back to a page's mix:
+    #     two or more characters in a cell, not empty cells, are what the language model finds hard
+    MIX=30/70@96:60,25/65/10@96:100,25/55/20@96:150,22/45/33@96:150,22/35/35/8@96:200,22/25/38/15@96:150
+    PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/s14 --output /tmp/s15 --log-mode a $PAGES \
+        --batch-size 4 --lr 7e-4 --warmup 20 --minutes 85 --packed-schedule $MIX,22/17/37/20/4@96:100000
 """
 
 from __future__ import annotations

@@ -105,6 +105,7 @@ class Batcher:
                 if cell == cells:
                     raise ValueError(f"--packed-schedule: {length} characters, {pack} to a cell, ran out "
                                      f"of the {cells} cells; give fewer characters or fewer empty cells")
+                # K and LO-HI draw with randint, as before weights existed: same stream, same batches.
                 size = rng.choices(sizes, weights)[0] if "/" in pack else rng.randint(sizes[0], sizes[-1])
                 chunk = context[at : at + size]
                 targets[b, cell, : len(chunk)] = torch.tensor([self.char_id(c) for c in chunk], dtype=torch.long)
