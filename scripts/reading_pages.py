@@ -93,124 +93,164 @@ def value(rng: random.Random, hint: str = "") -> str:
     return word(rng) + (" " + str(rng.randint(1, 99)) if rng.random() < 0.5 else "")
 
 
-def render_generic(seed: int, width: int = 448) -> Page:
-    """A page of title, key/value blocks, a table and text lines, with exact character centres."""
-    rng = random.Random(seed)
-    height = int(width * rng.choice([1.294, 1.414, 1.2, 1.35]))
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    chars: list = []
-    lines: list = []
-    qa: list = []
-    regular = rng.choice(["DejaVuSans.ttf", "DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf"])
-    size = rng.randint(14, 19)
-    gap = int(size * rng.uniform(1.28, 1.6))
-    margin = rng.randint(14, 36)
+class GenericSheet:
+    """A generic page being drawn top to bottom: the image, its exact character centres, its
+    lines and its questions. Every random choice comes from ``rng`` in drawing order, so a seed
+    gives the same page."""
 
-    def put(x: float, y: float, text: str, fnt) -> float:
-        """Draw text and record character centres; returns the end x."""
-        draw.text((x, y), text, font=fnt, fill=(0, 0, 0))
+    def __init__(self, rng: random.Random, width: int):
+        self.rng, self.width = rng, width
+        self.height = int(width * rng.choice([1.294, 1.414, 1.2, 1.35]))
+        self.img = Image.new("RGB", (width, self.height), "white")
+        self.draw = ImageDraw.Draw(self.img)
+        self.chars: list = []
+        self.lines: list = []
+        self.qa: list = []
+        self.regular = rng.choice(["DejaVuSans.ttf", "DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf"])
+        self.size = rng.randint(14, 19)
+        self.gap = int(self.size * rng.uniform(1.28, 1.6))
+        self.margin = rng.randint(14, 36)
+        self.y = self.margin
+        self.used: set = set()  # labels already on the page: each is asked about once
+
+    def put(self, x: float, y: float, text: str, fnt) -> float:
+        """Draw ``text`` and record its character centres and its line; returns the end x."""
+        self.draw.text((x, y), text, font=fnt, fill=(0, 0, 0))
         asc, desc = fnt.getmetrics()
         top, bottom = y + asc * 0.25, y + asc + desc * 0.3
         cy = (top + bottom) / 2
-        li = len(lines)
+        li = len(self.lines)
         for i, ch in enumerate(text):
             if ch == " ":
                 continue
             x0 = x + fnt.getlength(text[:i])
             x1 = x + fnt.getlength(text[: i + 1])
-            chars.append((ch, (x0 + x1) / 2, cy, li))
+            self.chars.append((ch, (x0 + x1) / 2, cy, li))
         end = x + fnt.getlength(text)
-        lines.append({"text": text, "box": (x, top, end, bottom)})
+        self.lines.append({"text": text, "box": (x, top, end, bottom)})
         return end
 
-    y = margin
-    title = rng.choice(TITLES) if rng.random() < 0.6 else f"{word(rng)} {word(rng)} {rng.choice(['Ltd', 'GmbH', 'Inc', 'LLC', 'Co'])}"
-    tf = font("DejaVuSans-Bold.ttf", size + rng.randint(3, 8))
-    put(margin, y, title, tf)
-    qa.append((rng.choice(["What is the title of the document?", "What is written at the top of the page?"]), title))
-    y += int(tf.size * 1.8)
-    used: set = set()
-    rf = font(regular, size)
-    while y < height - margin - gap:
-        block = rng.choices(["kv", "kv2", "table", "text"], [4, 2, 2, 1])[0]
-        if block in ("kv", "kv2"):
-            n = rng.randint(2, 6)
-            cols = 2 if block == "kv2" else 1
-            colw = (width - 2 * margin) // cols
-            sep = rng.choice([": ", ": ", " ", " # "])
-            aligned = rng.random() < 0.5
-            stacked = rng.random() < 0.25
-            for _ in range(n):
-                if y > height - margin - gap:
-                    break
-                for c in range(cols):
-                    label = rng.choice(LABELS)
-                    if label in used:
-                        continue
-                    used.add(label)
-                    v = value(rng)
-                    x = margin + c * colw
-                    lab_text = label + sep.rstrip()
-                    if stacked and cols == 1:
-                        put(x, y, label, font("DejaVuSans-Bold.ttf", max(10, size - 2)))
-                        y += int(gap * 0.9)
-                        put(x, y, v, rf)
-                    elif aligned:
-                        put(x, y, lab_text, font(regular if rng.random() < 0.7 else "DejaVuSans-Bold.ttf", size))
-                        vx = x + min(colw * 0.45, rf.getlength("Opening Balance: ") + 4)
-                        if vx + rf.getlength(v) > x + colw - 4:
-                            lines.pop()
-                            chars[:] = [ch for ch in chars if ch[3] < len(lines)]
-                            img.paste((255, 255, 255), (int(x), int(y), int(x + colw), int(y + gap)))
-                            continue
-                        put(vx, y, v, rf)
-                    else:
-                        t = lab_text + " " + v
-                        if rf.getlength(t) > colw - 4:
-                            continue
-                        put(x, y, t, rf)
-                    qa.append((question_for(rng, label), v))
-                y += gap
-            y += gap // 2
-        elif block == "table":
-            ncol = rng.randint(2, 4)
-            heads = rng.sample(COLUMNS, ncol)
-            colw = (width - 2 * margin) / ncol
-            hf = font("DejaVuSans-Bold.ttf", size)
-            for j, h in enumerate(heads):
-                put(margin + j * colw, y, h, hf)
-            draw.line((margin, y + gap - 3, width - margin, y + gap - 3), fill=(90, 90, 90))
-            y += gap
-            for _ in range(rng.randint(2, 5)):
-                if y > height - margin - gap:
-                    break
-                row = [word(rng) if j == 0 else value(rng) for j in range(ncol)]
-                row = [r if rf.getlength(r) < colw - 6 else r[: max(3, int(len(r) * (colw - 6) / rf.getlength(r)))] for r in row]
-                for j, cell in enumerate(row):
-                    put(margin + j * colw, y, cell, rf)
-                j = rng.randrange(1, ncol)
-                qa.append((rng.choice([f"What is the {heads[j]} for {row[0]}?", f"{heads[j]} of {row[0]}?"]), row[j]))
-                y += gap
-            y += gap // 2
+    def unput(self, x: float, y: float, w: float) -> None:
+        """Take back the last line (drawn at ``x, y``, ``w`` wide): its value would not fit."""
+        self.lines.pop()
+        self.chars[:] = [ch for ch in self.chars if ch[3] < len(self.lines)]
+        self.img.paste((255, 255, 255), (int(x), int(y), int(x + w), int(y + self.gap)))
+
+    def full(self) -> bool:
+        return self.y > self.height - self.margin - self.gap
+
+    def title(self) -> None:
+        rng = self.rng
+        if rng.random() < 0.6:
+            title = rng.choice(TITLES)
         else:
-            for _ in range(rng.randint(1, 3)):
-                if y > height - margin - gap:
-                    break
-                t = " ".join(word(rng, rng.random() < 0.2) for _ in range(rng.randint(3, 9)))
-                while rf.getlength(t) > width - 2 * margin:
-                    t = t.rsplit(" ", 1)[0]
-                put(margin, y, t, rf)
-                if len(t) <= 40:
-                    qa.append((TRANSCRIBE, t))  # worded below, once every line is known
-                y += gap
-            y += gap // 2
+            title = f"{word(rng)} {word(rng)} {rng.choice(['Ltd', 'GmbH', 'Inc', 'LLC', 'Co'])}"
+        tf = font("DejaVuSans-Bold.ttf", self.size + rng.randint(3, 8))
+        self.put(self.margin, self.y, title, tf)
+        question = rng.choice(["What is the title of the document?", "What is written at the top of the page?"])
+        self.qa.append((question, title))
+        self.y += int(tf.size * 1.8)
+
+    def key_values(self, cols: int) -> None:
+        """2-6 rows of ``cols`` label/value pairs: inline, aligned in a column, or stacked."""
+        rng, rf = self.rng, font(self.regular, self.size)
+        rows = rng.randint(2, 6)
+        colw = (self.width - 2 * self.margin) // cols
+        sep = rng.choice([": ", ": ", " ", " # "])
+        aligned = rng.random() < 0.5
+        stacked = rng.random() < 0.25
+        for _ in range(rows):
+            if self.full():
+                break
+            for c in range(cols):
+                label = rng.choice(LABELS)
+                if label in self.used:
+                    continue
+                self.used.add(label)
+                v = value(rng)
+                x, y = self.margin + c * colw, self.y
+                lab_text = label + sep.rstrip()
+                if stacked and cols == 1:
+                    self.put(x, y, label, font("DejaVuSans-Bold.ttf", max(10, self.size - 2)))
+                    self.y += int(self.gap * 0.9)
+                    self.put(x, self.y, v, rf)
+                elif aligned:
+                    lab_font = self.regular if rng.random() < 0.7 else "DejaVuSans-Bold.ttf"
+                    self.put(x, y, lab_text, font(lab_font, self.size))
+                    vx = x + min(colw * 0.45, rf.getlength("Opening Balance: ") + 4)
+                    if vx + rf.getlength(v) > x + colw - 4:
+                        self.unput(x, y, colw)
+                        continue
+                    self.put(vx, y, v, rf)
+                else:
+                    t = lab_text + " " + v
+                    if rf.getlength(t) > colw - 4:
+                        continue
+                    self.put(x, y, t, rf)
+                self.qa.append((question_for(rng, label), v))
+            self.y += self.gap
+        self.y += self.gap // 2
+
+    def table(self) -> None:
+        """A ruled header of 2-4 columns and 2-5 rows; one cell of each row is asked about."""
+        rng, rf = self.rng, font(self.regular, self.size)
+        ncol = rng.randint(2, 4)
+        heads = rng.sample(COLUMNS, ncol)
+        colw = (self.width - 2 * self.margin) / ncol
+        hf = font("DejaVuSans-Bold.ttf", self.size)
+        for j, h in enumerate(heads):
+            self.put(self.margin + j * colw, self.y, h, hf)
+        self.draw.line((self.margin, self.y + self.gap - 3, self.width - self.margin, self.y + self.gap - 3),
+                       fill=(90, 90, 90))
+        self.y += self.gap
+        for _ in range(rng.randint(2, 5)):
+            if self.full():
+                break
+            row = [word(rng) if j == 0 else value(rng) for j in range(ncol)]
+            row = [r if rf.getlength(r) < colw - 6 else r[: max(3, int(len(r) * (colw - 6) / rf.getlength(r)))]
+                   for r in row]
+            for j, cell in enumerate(row):
+                self.put(self.margin + j * colw, self.y, cell, rf)
+            j = rng.randrange(1, ncol)
+            self.qa.append((rng.choice([f"What is the {heads[j]} for {row[0]}?", f"{heads[j]} of {row[0]}?"]), row[j]))
+            self.y += self.gap
+        self.y += self.gap // 2
+
+    def text(self) -> None:
+        """1-3 lines of words; a short line gets a transcription question."""
+        rng, rf = self.rng, font(self.regular, self.size)
+        for _ in range(rng.randint(1, 3)):
+            if self.full():
+                break
+            t = " ".join(word(rng, rng.random() < 0.2) for _ in range(rng.randint(3, 9)))
+            while rf.getlength(t) > self.width - 2 * self.margin:
+                t = t.rsplit(" ", 1)[0]
+            self.put(self.margin, self.y, t, rf)
+            if len(t) <= 40:
+                self.qa.append((TRANSCRIBE, t))  # worded in render_generic, once every line is known
+            self.y += self.gap
+        self.y += self.gap // 2
+
+
+def render_generic(seed: int, width: int = 448) -> Page:
+    """A page of title, key/value blocks, a table and text lines, with exact character centres."""
+    sheet = GenericSheet(random.Random(seed), width)
+    sheet.title()
+    while sheet.y < sheet.height - sheet.margin - sheet.gap:
+        block = sheet.rng.choices(["kv", "kv2", "table", "text"], [4, 2, 2, 1])[0]
+        if block in ("kv", "kv2"):
+            sheet.key_values(2 if block == "kv2" else 1)
+        elif block == "table":
+            sheet.table()
+        else:
+            sheet.text()
     # Only now are all the lines known that a line's first words must tell it apart from.
-    texts = [line["text"] for line in lines]
-    qa = [transcribe_question(a, texts) if q.startswith(TRANSCRIBE) else (q, a) for q, a in qa]
+    texts = [line["text"] for line in sheet.lines]
+    qa = [transcribe_question(a, texts) if q.startswith(TRANSCRIBE) else (q, a) for q, a in sheet.qa]
     qa = [x for x in qa if x is not None]
-    qa += follow_questions(lines, rng) + follow_questions(lines, rng, n=1, max_len=120, across_rows=True)
-    return Page(img, chars, qa, "generic", lines)
+    qa += follow_questions(sheet.lines, sheet.rng) + follow_questions(sheet.lines, sheet.rng, n=1, max_len=120,
+                                                                      across_rows=True)
+    return Page(sheet.img, sheet.chars, qa, "generic", sheet.lines)
 
 
 TRANSCRIBE = "Transcribe the line that starts with"
