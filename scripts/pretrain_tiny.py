@@ -163,7 +163,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_tiny  # noqa: E402
 from reading_pages import sample_pages, synth_available  # noqa: E402
-from tiny_batches import Batcher, lookup_length, schedule_at  # noqa: E402
+from tiny_batches import Batcher, lookup_length, packed_at  # noqa: E402
 from tiny_eval import eval_sets, probe_batch, probe_eval, run_eval  # noqa: E402
 from tiny_model import (  # noqa: E402
     OracleTokens, crop_features, fresh_connector, image_features, init_model, lm_loss,
@@ -275,10 +275,8 @@ def reading_losses(model, heads, batcher, batch, pages, lat, ideal, args, step, 
     if length:
         losses["lookup"], stats = lm_loss(model, batcher.lookup_batch(args.lookup_batch, length, rng))
         add_metrics(metrics, {**stats, "len": length}, "lookup_")
-    pack = schedule_at(args.packed_schedule, step)
+    pack, length = packed_at(args.packed_schedule, step, args.packed_length)
     if pack:
-        pack, _, length = pack.partition("@")
-        length = int(length or args.packed_length)
         pb = batcher.packed_lookup_batch(args.packed_batch, length, pack, rng)
         cells = pb["latent_targets"] > 0
         losses["packed"], stats = lm_loss(model, pb, heads["oracle"](pb["latent_targets"]))

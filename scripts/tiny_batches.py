@@ -270,6 +270,13 @@ def schedule_at(schedule: str, step: int) -> str:
     return ""
 
 
+def packed_at(schedule: str, step: int, default_length: int) -> tuple:
+    """``(PACK, LENGTH)`` that ``--packed-schedule`` (``PACK[@LENGTH]:STEPS,...``) gives ``step``;
+    ``("", 0)`` past its end."""
+    pack, _, length = schedule_at(schedule, step).partition("@")
+    return pack, (int(length or default_length) if pack else 0)
+
+
 def lookup_length(schedule: str, step: int) -> int:
     """The string length ``--lookup-schedule`` gives ``step`` (0: past the schedule)."""
     return int(schedule_at(schedule, step) or 0)

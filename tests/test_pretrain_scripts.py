@@ -223,6 +223,8 @@ def test_lookup_schedule_grows_then_stops():
     assert lengths == [12, 12, 48, 0, 0]
     assert tiny_batches.lookup_length("", 0) == 0
     assert [tiny_batches.schedule_at("1:1,1-3:2", step) for step in range(4)] == ["1", "1-3", "1-3", ""]
+    packed = [tiny_batches.packed_at("1:1,2/8@24:1", step, 96) for step in range(3)]
+    assert packed == [("1", 96), ("2/8", 24), ("", 0)]
 
 
 def test_packed_lookups_lay_their_string_into_the_latent_cells_in_order():
