@@ -16,7 +16,7 @@ The output is a plain checkpoint (only the vision encoder changed; the head is d
     PYTHONPATH=src python scripts/pretrain_vision.py --minutes 30 --output /tmp/vision
     PYTHONPATH=src python scripts/pretrain_tiny.py --init-from /tmp/vision --log-mode a ...
 
-(the exact chain that made the committed checkpoint is in ``pretrain_tiny.py``'s docstring).
+(the exact chain that made the committed checkpoint is in ``docs/pretrain.md``).
 """
 
 from __future__ import annotations

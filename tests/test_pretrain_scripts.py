@@ -296,7 +296,7 @@ def test_text_questions_hold_the_rows_that_answer_them():
 
 def test_one_step_of_each_pretraining_script_saves_a_plain_checkpoint(tmp_path):
     """Every loss of a language-model stage and the vision-only stage, one step each on one page:
-    the stage chains in ``pretrain_tiny``'s docstring run with today's code."""
+    the stage chains in ``docs/pretrain.md`` run with today's code."""
     import json
 
     import pretrain_vision
