@@ -289,6 +289,9 @@ def parse_args(argv=None):
                     help="stretched: the grid divides every page evenly; anchored: latent (r, c) is "
                          "patch (r, c) on pages that fit the grid (one patch per latent, no mixing)")
     ap.add_argument("--latent-grid", type=int, nargs=2, default=[18, 24], metavar=("COLS", "ROWS"))
+    ap.add_argument("--latents-per-patch", type=int, default=1,
+                    help="anchored layout: this many latents side by side per patch, each holding the "
+                         "characters of its part of the patch (the grid's COLS counts them all)")
     ap.add_argument("--longest-edge", type=int, default=384)
     ap.add_argument("--patch-size", type=int, default=16)
     ap.add_argument("--latent-init-std", type=float, default=0.02)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
@@ -25,6 +26,7 @@ class Batcher:
         self.patch = args.patch_size
         self.per_side = args.longest_edge // args.patch_size  # Idefics2 vision: image_size / patch_size
         self.gw, self.gh = args.latent_grid
+        self.split = args.latents_per_patch  # anchored latents side by side in each patch
 
     def char_id(self, ch: str) -> int:
         i = self.tok.convert_tokens_to_ids(ch)
@@ -80,16 +82,15 @@ class Batcher:
 
     def packed_lookup_batch(self, n: int, length: int, pack: str, rng: random.Random) -> dict:
         """``n`` lookup questions (``lookup_sample``) whose string is the page: its characters fill
-        the latent cells row by row, ``pack`` characters to a cell (``pack_sizes``: ``K``, ``LO-HI``
+        the latent cells row by row, ``pack`` characters to a cell (``CellPacking``: ``K``, ``LO-HI``
         or the weights ``W0/W1/...`` of 0, 1, ... characters, drawn per cell; an empty cell is a
         blank token, as between a page's words), and the image tokens are then ``OracleTokens`` of
         these cells (``latent_targets``). With one character to a cell the oracle token is the
         character's own embedding, the text lookup the model already does; packing more characters
         into a cell, as a page's latent holds them, is the step from there to reading visual tokens."""
-        sizes, weights = pack_sizes(pack)
+        packing = CellPacking.parse(pack)
         cells = self.gw * self.gh
-        mean = sum(k * w for k, w in zip(sizes, weights)) / sum(weights)
-        if length > cells * mean or not 1 <= max(sizes) <= self.args.latent_slots:
+        if length > cells * packing.mean or not 1 <= packing.largest <= self.args.latent_slots:
             raise ValueError(f"--packed-schedule: {length} characters, {pack} to a cell, do not fit "
                              f"{cells} cells of {self.args.latent_slots} slots")
         samples = [lookup_sample(rng, length) for _ in range(n)]
@@ -105,9 +106,7 @@ class Batcher:
                 if cell == cells:
                     raise ValueError(f"--packed-schedule: {length} characters, {pack} to a cell, ran out "
                                      f"of the {cells} cells; give fewer characters or fewer empty cells")
-                # K and LO-HI draw with randint, as before weights existed: same stream, same batches.
-                size = rng.choices(sizes, weights)[0] if "/" in pack else rng.randint(sizes[0], sizes[-1])
-                chunk = context[at : at + size]
+                chunk = context[at : at + packing.draw(rng)]
                 targets[b, cell, : len(chunk)] = torch.tensor([self.char_id(c) for c in chunk], dtype=torch.long)
                 at += len(chunk)
                 cell += 1
@@ -123,13 +122,14 @@ class Batcher:
         out["labels"] = self.labels_for(enc["input_ids"])
         return out
 
-    def cell_spans(self, n: int, cells: int) -> list:
+    def cell_spans(self, n: int, cells: int, split: int = 1) -> list:
         """Patch range ``[a, b)`` along one axis for each of ``cells`` latent cells on a page ``n``
-        patches long. ``anchored``: cell ``i`` is patch ``i`` while the page fits the grid (a cell
-        past the page's edge gets no patch); otherwise, and in ``stretched`` layout, the cells
-        divide the page evenly."""
-        if self.args.latent_layout == "anchored" and n <= cells:
-            return [(i, i + 1) if i < n else (0, 0) for i in range(cells)]
+        patches long. ``anchored``: cell ``i`` is patch ``i // split`` while the page fits the grid
+        (``split`` cells share a patch, each holding its own part of it; a cell past the page's
+        edge gets no patch); otherwise, and in ``stretched`` layout, the cells divide the page
+        evenly."""
+        if self.args.latent_layout == "anchored" and n * split <= cells:
+            return [(i // split, i // split + 1) if i < n * split else (0, 0) for i in range(cells)]
         spans = []
         for i in range(cells):
             a = min(int(i * n / cells), n - 1)
@@ -143,7 +143,7 @@ class Batcher:
         for b in range(B):
             rh, rw = int(pam[b, :, 0].sum()) // self.patch, int(pam[b, 0, :].sum()) // self.patch
             for r, (r0, r1) in enumerate(self.cell_spans(rh, self.gh)):
-                for c, (c0, c1) in enumerate(self.cell_spans(rw, self.gw)):
+                for c, (c0, c1) in enumerate(self.cell_spans(rw, self.gw, self.split)):
                     mask[b, r, c, r0:r1, c0:c1] = True
         return mask.view(B, self.gh * self.gw, nh * nw)
 
@@ -195,11 +195,11 @@ class Batcher:
                             ptgt[b, k, n] = cid
                             pslots[k] = n + 1
                 row_anchored = self.args.latent_layout == "anchored" and rh <= self.gh
-                col_anchored = self.args.latent_layout == "anchored" and rw <= self.gw
+                col_anchored = self.args.latent_layout == "anchored" and rw * self.split <= self.gw
                 if (row_anchored and pr >= rh) or (col_anchored and pc >= rw):
                     continue  # in a partial patch at the page's edge, which the encoder drops
                 gr = pr if row_anchored else min(int(y / h * self.gh), self.gh - 1)
-                gc = pc if col_anchored else min(int(x / w * self.gw), self.gw - 1)
+                gc = int(x * self.split // self.patch) if col_anchored else min(int(x / w * self.gw), self.gw - 1)
                 k = gr * self.gw + gc
                 n = lslots.get(k, 0)
                 if n < S:
@@ -247,17 +247,38 @@ def densest_crop(ink: torch.Tensor, rows: int, cols: int, rng: random.Random, tr
     return at
 
 
-def pack_sizes(pack: str) -> tuple:
-    """Characters per cell of a packed lookup and their weights: ``K`` (always K), ``LO-HI``
-    (uniform), or ``W0/W1/...`` (K characters with weight ``WK``; K = 0 is an empty cell)."""
-    if "/" in pack:
-        weights = [float(w) for w in pack.split("/")]
-        if weights[0] >= sum(weights):
-            raise ValueError(f"--packed-schedule: {pack} gives no cell a character")
-        return list(range(len(weights))), weights
-    lo, _, hi = pack.partition("-")
-    lo, hi = int(lo), int(hi or lo)
-    return list(range(lo, hi + 1)), [1.0] * (hi - lo + 1)
+@dataclass(frozen=True)
+class CellPacking:
+    """Characters per cell of a packed lookup: ``K`` (always K), ``LO-HI`` (uniform), or
+    ``W0/W1/...`` (K characters with weight ``WK``; K = 0 is an empty cell)."""
+
+    sizes: tuple
+    weights: tuple = ()  # empty: uniform over sizes
+
+    @classmethod
+    def parse(cls, pack: str) -> "CellPacking":
+        if "/" in pack:
+            weights = tuple(float(w) for w in pack.split("/"))
+            if weights[0] >= sum(weights):
+                raise ValueError(f"--packed-schedule: {pack} gives no cell a character")
+            return cls(tuple(range(len(weights))), weights)
+        lo, _, hi = pack.partition("-")
+        return cls(tuple(range(int(lo), int(hi or lo) + 1)))
+
+    @property
+    def largest(self) -> int:
+        return self.sizes[-1]
+
+    @property
+    def mean(self) -> float:
+        weights = self.weights or (1.0,) * len(self.sizes)
+        return sum(k * w for k, w in zip(self.sizes, weights)) / sum(weights)
+
+    def draw(self, rng: random.Random) -> int:
+        # The uniform forms draw with randint, as before weights existed: same stream, same batches.
+        if self.weights:
+            return rng.choices(self.sizes, self.weights)[0]
+        return rng.randint(self.sizes[0], self.sizes[-1])
 
 
 def schedule_at(schedule: str, step: int) -> str:

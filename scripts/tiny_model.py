@@ -21,12 +21,23 @@ def init_model(model, args) -> None:
 
 
 def resize_latents(model, processor, n: int, args) -> None:
-    """Give the perceiver ``n`` latent queries (fresh, random) when ``--latent-grid`` asks for a
-    different number than the checkpoint has; every other weight is kept."""
+    """Give the perceiver ``n`` latent queries when ``--latent-grid`` asks for a different number
+    than the checkpoint has; every other weight is kept. When ``n`` is ``--latents-per-patch``
+    times the old count (an anchored grid split side by side), each old latent is copied into its
+    patch's new latents, with a small random offset each to tell them apart, so the routing the
+    connector learnt holds from the first step; otherwise the queries are fresh and random."""
     res = model.model.connector.perceiver_resampler
-    if res.latents.size(0) == n:
+    old = res.latents.size(0)
+    if old == n:
         return
-    res.latents = torch.nn.Parameter(random_latents(n, res.latents.size(1), args))
+    fresh = random_latents(n, res.latents.size(1), args)
+    split = args.latents_per_patch
+    if split > 1 and n == old * split:
+        with torch.no_grad():
+            rows = args.latent_grid[1]
+            copied = res.latents.view(rows, -1, res.latents.size(1)).repeat_interleave(split, dim=1)
+            fresh = copied.reshape(n, -1) + fresh
+    res.latents = torch.nn.Parameter(fresh)
     res.n_latents = n
     use_latent_count(model, processor, n)
 

@@ -123,6 +123,61 @@ def test_route_mask_gives_each_latent_its_cell(layout):
         assert not mask[..., 2].any()
 
 
+def test_split_latents_share_their_patch_and_hold_its_halves():
+    """Two latents per patch: both route to the patch, and between them they hold the characters
+    the one latent per patch held, the left half's in the first."""
+    from collections import Counter
+
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
+    page = reading_pages.render_generic(3)
+    one = tiny_batches.Batcher(processor, pretrain_tiny.parse_args([])).make([page], 1, random.Random(0))
+    args = pretrain_tiny.parse_args(["--latent-grid", "36", "24", "--latents-per-patch", "2"])
+    processor.image_seq_len = 36 * 24
+    two = tiny_batches.Batcher(processor, args).make([page], 1, random.Random(0))
+
+    pam = two["pixel_attention_mask"][0, 0]
+    nh, nw = pam.size(0) // 16, pam.size(1) // 16
+    rh, rw = int(pam[:, 0].sum()) // 16, int(pam[0].sum()) // 16
+    mask = two["route_mask"].view(24, 36, nh, nw)
+    for r, c in [(0, 0), (0, 1), (5, 7), (rh - 1, 2 * rw - 1)]:
+        expected = torch.zeros(nh, nw, dtype=torch.bool)
+        expected[r, c // 2] = True
+        assert torch.equal(mask[r, c], expected)
+    assert not mask[:, 2 * rw :].any()
+
+    halves = two["latent_targets"][0].view(24, 18, 2, -1)
+    whole = one["latent_targets"][0].view(24, 18, -1)
+    filled = 0
+    for r in range(24):
+        for c in range(18):
+            chars = whole[r, c][whole[r, c] > 0].tolist()
+            if 0 < len(chars) < whole.size(-1):  # not cut at the slot count
+                split = halves[r, c][halves[r, c] > 0].tolist()
+                assert Counter(split) == Counter(chars), (r, c)
+                filled += 1
+    assert filled > 50 and (halves[..., 0, 0] > 0).sum() > 0 and (halves[..., 1, 0] > 0).sum() > 0
+
+
+def test_split_latents_start_as_copies_of_their_patchs_latent():
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
+    model = Idefics2ForConditionalGeneration.from_pretrained(TINY_MODEL_DIR)
+    old = model.model.connector.perceiver_resampler.latents.detach().clone()
+    cols = 18
+    rows = old.size(0) // cols
+    args = pretrain_tiny.parse_args(["--latent-grid", str(2 * cols), str(rows), "--latents-per-patch", "2"])
+    tiny_model.resize_latents(model, processor, 2 * old.size(0), args)
+    new = model.model.connector.perceiver_resampler.latents.detach()
+    assert processor.image_seq_len == model.config.perceiver_config.resampler_n_latents == new.size(0) == 2 * old.size(0)
+    nearest = torch.cdist(new, old).argmin(-1).view(rows, 2 * cols)
+    own = torch.arange(old.size(0)).view(rows, cols).repeat_interleave(2, dim=1)
+    assert torch.equal(nearest, own)  # each new latent is its patch's old one, moved a little
+    assert not torch.equal(new[0::2], new[1::2])
+
+
 def test_every_training_page_gets_its_long_transcription():
     from transformers import AutoProcessor
 
@@ -261,8 +316,9 @@ def test_packed_lookups_drawn_by_weight_leave_empty_cells_between_characters():
 
     processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
     batcher = tiny_batches.Batcher(processor, pretrain_tiny.parse_args([]))
-    assert tiny_batches.pack_sizes("3/5/2") == ([0, 1, 2], [3.0, 5.0, 2.0])
-    assert tiny_batches.pack_sizes("1-3") == ([1, 2, 3], [1.0, 1.0, 1.0])
+    weighted, uniform = tiny_batches.CellPacking.parse("3/5/2"), tiny_batches.CellPacking.parse("1-3")
+    assert (weighted.sizes, weighted.weights, weighted.mean, weighted.largest) == ((0, 1, 2), (3.0, 5.0, 2.0), 0.9, 2)
+    assert (uniform.sizes, uniform.mean, uniform.largest) == ((1, 2, 3), 2.0, 3)
     tok = processor.tokenizer
     counts = {0: 0, 1: 0, 2: 0}
     for cells in batcher.packed_lookup_batch(8, 60, "3/5/2", random.Random(2))["latent_targets"]:
