@@ -176,6 +176,8 @@ def test_split_latents_start_as_copies_of_their_patchs_latent():
     own = torch.arange(old.size(0)).view(rows, cols).repeat_interleave(2, dim=1)
     assert torch.equal(nearest, own)  # each new latent is its patch's old one, moved a little
     assert not torch.equal(new[0::2], new[1::2])
+    with pytest.raises(SystemExit):
+        pretrain_tiny.parse_args(["--latents-per-patch", "2", "--latent-layout", "stretched"])
 
 
 def test_every_training_page_gets_its_long_transcription():
