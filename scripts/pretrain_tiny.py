@@ -304,6 +304,8 @@ def parse_args(argv=None):
     ap.add_argument("--log-every", type=int, default=10)
     args = ap.parse_args(argv)
     assert "invoice" not in args.kinds, "invoice is the held-out target domain"
+    if args.latents_per_patch < 1:
+        ap.error(f"--latents-per-patch {args.latents_per_patch}: give 1 or more latents per patch")
     if args.latents_per_patch > 1 and args.latent_layout != "anchored":
         ap.error("--latents-per-patch splits anchored latents; use it with --latent-layout anchored")
     return args

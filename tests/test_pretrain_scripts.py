@@ -178,6 +178,8 @@ def test_split_latents_start_as_copies_of_their_patchs_latent():
     assert not torch.equal(new[0::2], new[1::2])
     with pytest.raises(SystemExit):
         pretrain_tiny.parse_args(["--latents-per-patch", "2", "--latent-layout", "stretched"])
+    with pytest.raises(SystemExit):
+        pretrain_tiny.parse_args(["--latents-per-patch", "0"])
 
 
 def test_every_training_page_gets_its_long_transcription():
