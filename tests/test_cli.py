@@ -1,6 +1,8 @@
 """The command-line contract: names, outputs and one-line errors."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -72,6 +74,16 @@ def test_predict_answers_about_an_image_and_a_pdf_page(tmp_path, capsys):
     Image.new("RGB", (120, 160), "white").save(pdf, save_all=True, append_images=[Image.new("RGB", (120, 160))])
     assert main(["predict", "--model", "doctune-tiny", "--image", str(pdf), "--page", "2",
                  "--question", "Total?", "--max-new-tokens", "4"]) == 0
+
+
+def test_predict_on_the_cpu_prints_no_backend_warnings(tmp_path):
+    # A fresh process, so that peft and bitsandbytes are imported under the command's logging.
+    png = _page(tmp_path / "page.png")
+    done = subprocess.run([sys.executable, "-m", "doctune.cli", "predict", "--model", "doctune-tiny", "--image",
+                           str(png), "--question", "Total?", "--max-new-tokens", "2", "--json"],
+                          capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout)["question"] == "Total?"
+    assert "WARNING" not in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("content", [b"", b"not an image at all", "truncated"], ids=["empty", "text", "truncated"])

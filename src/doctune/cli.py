@@ -169,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.verbose:
+        # peft imports bitsandbytes, whose CPU backend warns on import that an optional faster 4-bit
+        # kernel could not be fetched. It concerns only 4-bit models on the CPU; -v shows it.
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         COMMANDS[args.command](args)
     except DoctuneError as err:
