@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_tiny  # noqa: E402
 from reading_pages import sample_pages, synth_available  # noqa: E402
 from tiny_batches import Batcher, lookup_length, packed_at  # noqa: E402
-from tiny_eval import eval_sets, probe_batch, probe_eval, run_eval  # noqa: E402
+from tiny_eval import eval_sets, oracle_tokens_for, probe_batch, probe_eval, run_eval  # noqa: E402
 from tiny_model import (  # noqa: E402
     OracleTokens, crop_features, fresh_connector, image_features, init_model, lm_loss,
     patch_rows_cols, resize_latents, slot_head)
@@ -300,6 +300,8 @@ def parse_args(argv=None):
     ap.add_argument("--kinds", nargs="+", default=["receipt", "purchase_order", "form", "bank_statement"])
     ap.add_argument("--eval-every", type=int, default=150)
     ap.add_argument("--eval-pages", type=int, default=16)
+    ap.add_argument("--eval-only", action="store_true",
+                    help="log the held-out evaluation of --init-from (or a fresh model) and stop; writes no checkpoint")
     ap.add_argument("--save-every", type=int, default=50)
     ap.add_argument("--log-every", type=int, default=10)
     args = ap.parse_args(argv)
@@ -404,6 +406,14 @@ def lr_multiplier(step: int, est_steps: int, args) -> float:
         args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * prog)))
 
 
+def evaluate(model, processor, heads, batcher, sets: dict, probe: dict) -> dict:
+    """Held-out greedy ANLS through the connector's tokens (``eval``) and through the oracle's
+    (``eval_oracle``: what a perfect connector would allow), and the teacher-forced probe."""
+    return {"eval": run_eval(model, processor, sets),
+            "eval_oracle": run_eval(model, processor, sets, oracle_tokens_for(batcher, heads["oracle"])),
+            "probe": probe_eval(model, probe, heads["oracle"])}
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -425,6 +435,9 @@ def main(argv=None) -> None:
     sets = eval_sets(args)
     probe = probe_batch(batcher, args)
     log({"eval_sets": {k: len(v) for k, v in sets.items()}})
+    if args.eval_only:
+        log({"step": 0, **evaluate(model, processor, heads, batcher, sets, probe)})
+        return
 
     budget = args.minutes * 60
     t_start = time.time()
@@ -473,13 +486,13 @@ def main(argv=None) -> None:
             save_atomic(model, processor, args.output, heads)
         if step % args.eval_every == 0:
             t0 = time.time()
-            log({"step": step, "eval": run_eval(model, processor, sets), "probe": probe_eval(model, probe, heads["oracle"]),
+            log({"step": step, **evaluate(model, processor, heads, batcher, sets, probe),
                  "eval_s": round(time.time() - t0, 1)})
             t_log += time.time() - t0
             t_start += time.time() - t0  # evaluation does not eat the training budget
     save_atomic(model, processor, args.output, heads)
-    log({"step": step, "final_eval": run_eval(model, processor, sets), "probe": probe_eval(model, probe, heads["oracle"]),
-         "samples_seen": seen,
+    final = evaluate(model, processor, heads, batcher, sets, probe)
+    log({"step": step, "final_eval": final.pop("eval"), **final, "samples_seen": seen,
          "end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 

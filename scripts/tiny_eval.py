@@ -4,6 +4,7 @@ kind) and a teacher-forced probe that compares the connector's visual tokens wit
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -12,9 +13,29 @@ from reading_pages import render_generic, synth_available, synth_page
 from tiny_model import image_features, lm_loss
 
 
+@contextmanager
+def replaced_visual_tokens(model, tokens: list):
+    """Make the connector return ``tokens`` (one ``(latents, hidden)`` tensor per image, consumed
+    in order) instead of its own output, for as long as the context lasts."""
+    queue = list(tokens)
+
+    def swap(module, inputs, output):
+        if len(queue) < output.size(0):
+            raise RuntimeError(f"replaced_visual_tokens: {output.size(0)} images, {len(queue)} token sets left")
+        return torch.stack([queue.pop(0) for _ in range(output.size(0))]).to(output.dtype)
+
+    handle = model.model.connector.register_forward_hook(swap)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @torch.no_grad()
-def generate_answers(model, processor, pages_qa: list, max_new_tokens: int = 40, batch_size: int = 16) -> list:
-    """Greedy answers for (image, question) pairs, through the public generate API."""
+def generate_answers(model, processor, pages_qa: list, max_new_tokens: int = 40, batch_size: int = 16,
+                     visual_tokens: list | None = None) -> list:
+    """Greedy answers for (image, question) pairs, through the public generate API. With
+    ``visual_tokens`` (one per pair), the language model reads those instead of the connector's."""
     tok = processor.tokenizer
     old = tok.padding_side
     tok.padding_side = "left"
@@ -23,6 +44,7 @@ def generate_answers(model, processor, pages_qa: list, max_new_tokens: int = 40,
     try:
         for i in range(0, len(pages_qa), batch_size):
             chunk = pages_qa[i : i + batch_size]
+            swap = replaced_visual_tokens(model, visual_tokens[i : i + batch_size]) if visual_tokens else nullcontext()
             texts = [
                 processor.apply_chat_template(
                     [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
@@ -31,7 +53,8 @@ def generate_answers(model, processor, pages_qa: list, max_new_tokens: int = 40,
                 for _, q in chunk
             ]
             enc = processor(text=texts, images=[[img] for img, _ in chunk], return_tensors="pt", padding=True)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+            with swap:
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
             new = out[:, enc["input_ids"].shape[1] :]
             preds += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
     finally:
@@ -58,7 +81,7 @@ def eval_sets(args) -> dict:
     for s in range(args.eval_pages):
         p = render_generic(1_000_000 + s)
         q, a = rng.choice([x for x in p.qa if not x[0].startswith(("What follows", "Read on"))])
-        items.append((p.image, q, a))
+        items.append((p, q, a))
     sets["generic"] = items
     if synth_available():
         for kind in args.kinds + ["invoice"]:
@@ -71,7 +94,7 @@ def eval_sets(args) -> dict:
                     break
                 if p.qa:
                     q, a = rng.choice([x for x in p.qa if not x[0].startswith(("Transcribe", "What follows", "Read on"))] or p.qa)
-                    items.append((p.image, q, a))
+                    items.append((p, q, a))
             if items:
                 sets[kind] = items
     return sets
@@ -106,10 +129,19 @@ def probe_eval(model, batch: dict, oracle) -> dict:
     return res
 
 
-def run_eval(model, processor, sets: dict) -> dict:
+def run_eval(model, processor, sets: dict, tokens_for=None) -> dict:
+    """Greedy ANLS per set of (page, question, answer). With ``tokens_for`` (page -> visual tokens),
+    the language model reads those tokens instead of the connector's: ``oracle_tokens_for`` gives
+    the ANLS a perfect connector would allow."""
     res = {}
     for name, items in sets.items():
-        preds = generate_answers(model, processor, [(img, q) for img, q, _ in items])
+        tokens = [tokens_for(p) for p, _, _ in items] if tokens_for else None
+        preds = generate_answers(model, processor, [(p.image, q) for p, q, _ in items], visual_tokens=tokens)
         res[name] = score(preds, [a for _, _, a in items])
         res[name]["example"] = [items[0][1], items[0][2], preds[0]]
     return res
+
+
+def oracle_tokens_for(batcher, oracle):
+    """page -> the oracle's visual tokens for it (its characters laid into the latent cells)."""
+    return lambda page: oracle(batcher.make([page], 1, random.Random(0))["latent_targets"])[0]

@@ -383,3 +383,31 @@ def test_one_step_of_each_pretraining_script_saves_a_plain_checkpoint(tmp_path):
     last = json.loads((tmp_path / "vision.log").read_text().splitlines()[-1])
     assert set(last["final_page_acc"]) >= {"generic", "receipt"}
     Idefics2ForConditionalGeneration.from_pretrained(tmp_path / "vision")
+
+
+def test_generation_reads_replaced_visual_tokens_in_page_order():
+    from transformers import AutoProcessor
+
+    import tiny_eval
+
+    model = Idefics2ForConditionalGeneration.from_pretrained(TINY_MODEL_DIR).eval()
+    processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
+    pages = [reading_pages.render_generic(s).image for s in range(3)]
+    pairs = [(img, "What is written at the top?") for img in pages]
+    own = []
+    hook = model.model.connector.register_forward_hook(lambda m, i, out: own.extend(out.detach()))
+    plain = tiny_eval.generate_answers(model, processor, pairs, max_new_tokens=6, batch_size=2)
+    hook.remove()
+    assert len(own) == 3  # one token set per page, in two batches
+    assert tiny_eval.generate_answers(model, processor, pairs, 6, 2, visual_tokens=own) == plain
+    assert not model.model.connector._forward_hooks  # the replacement ends with the call
+    # The tokens reach the language model in page order: rotated, each row reads the next page.
+    question = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": pairs[0][1]}]}]
+    text = processor.apply_chat_template(question, add_generation_prompt=True)
+    enc = processor(text=[text] * 3, images=[[img] for img in pages], return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**enc).logits[:, -1]
+        with tiny_eval.replaced_visual_tokens(model, own[1:] + own[:1]):
+            rotated = model(**enc).logits[:, -1]
+    assert not torch.allclose(logits[0], logits[1], atol=1e-4)
+    torch.testing.assert_close(rotated, logits[[1, 2, 0]], atol=1e-4, rtol=1e-4)
