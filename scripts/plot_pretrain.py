@@ -19,6 +19,7 @@ from pathlib import Path
 import matplotlib
 
 ROOT = Path(__file__).resolve().parents[1]
+MIN_EVAL = 8  # questions per kind below which a held-out evaluation is not plotted
 SERIES = {"lm": ("LM loss", 0), "text": ("LM loss, questions on page text", 0),
           "lookup": ("LM loss, lookup in random strings", 0),
           "packed": ("LM loss, lookup in strings packed into oracle visual tokens", 0), "patch_acc": ("per-patch", 1),
@@ -60,7 +61,8 @@ def plot(log: Path, output: Path) -> Path:
                 if key in record:
                     points[key].append((offset + step, record[key]))
             scores = record.get("eval") or record.get("final_eval")
-            if scores:
+            # Runs that left evaluation for later (--eval-pages 1) score one question per kind: noise.
+            if scores and min(v.get("n", MIN_EVAL) for v in scores.values()) >= MIN_EVAL:
                 kinds = [v["anls"] for k, v in scores.items() if k != "invoice"]
                 points["anls"].append((offset + step, sum(kinds) / len(kinds)))
                 if "invoice" in scores:
