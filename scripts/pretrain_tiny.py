@@ -90,6 +90,27 @@ def heads_path(checkpoint: Path) -> Path:
     return checkpoint.parent / (checkpoint.name + "-heads.pt")
 
 
+def data_seeds(args, log) -> list:
+    """The ``--seed`` of every stage this one continues (``<init>-seeds.json``), then its own.
+
+    A step draws its pages and questions from ``--seed`` and the step number, so a stage that
+    reuses an earlier stage's seed trains on that stage's pages again: logged as a warning."""
+    before = []
+    if args.init_from and seeds_path(args.init_from).exists():
+        before = json.loads(seeds_path(args.init_from).read_text())
+    if args.seed in before:
+        msg = (f"--seed {args.seed} was used by an earlier stage of {args.init_from}: this stage draws "
+               f"that stage's pages again. Pass a --seed not in {sorted(set(before))} for fresh pages.")
+        log({"warning": msg})
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
+    return before + [args.seed]
+
+
+def seeds_path(checkpoint: Path) -> Path:
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent / (checkpoint.name + "-seeds.json")
+
+
 def save_atomic(model, processor, output: Path, heads=None) -> None:
     """Write the plain checkpoint through a temporary folder (a kill never leaves half of one), and
     the auxiliary ``heads`` beside it."""
@@ -438,6 +459,8 @@ def main(argv=None) -> None:
     if args.eval_only:
         log({"step": 0, **evaluate(model, processor, heads, batcher, sets, probe)})
         return
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    seeds_path(args.output).write_text(json.dumps(data_seeds(args, log)))
 
     budget = args.minutes * 60
     t_start = time.time()

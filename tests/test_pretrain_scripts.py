@@ -411,3 +411,16 @@ def test_generation_reads_replaced_visual_tokens_in_page_order():
             rotated = model(**enc).logits[:, -1]
     assert not torch.allclose(logits[0], logits[1], atol=1e-4)
     torch.testing.assert_close(rotated, logits[[1, 2, 0]], atol=1e-4, rtol=1e-4)
+
+
+def test_a_stage_that_reuses_an_earlier_seed_is_warned(tmp_path, capsys):
+    records = []
+    first = pretrain_tiny.parse_args(["--output", str(tmp_path / "s1")])
+    assert pretrain_tiny.data_seeds(first, records.append) == [0] and not records  # no lineage yet
+    pretrain_tiny.seeds_path(tmp_path / "s1").write_text("[0]")
+    fresh = pretrain_tiny.parse_args(["--init-from", str(tmp_path / "s1"), "--seed", "1", "--output", "x"])
+    assert pretrain_tiny.data_seeds(fresh, records.append) == [0, 1] and not records
+    again = pretrain_tiny.parse_args(["--init-from", str(tmp_path / "s1"), "--output", "x"])
+    assert pretrain_tiny.data_seeds(again, records.append) == [0, 0]
+    assert "--seed 0 was used by an earlier stage" in records[0]["warning"]
+    assert "--seed 0 was used" in capsys.readouterr().err
