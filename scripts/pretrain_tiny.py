@@ -63,8 +63,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_tiny  # noqa: E402
 from reading_pages import sample_pages, synth_available  # noqa: E402
+from stage_files import HEADS, SEEDS, beside, data_seeds, json_logger, save_atomic  # noqa: E402
 from tiny_batches import Batcher, lookup_length, packed_at  # noqa: E402
-from tiny_eval import eval_sets, oracle_tokens_for, probe_batch, probe_eval, run_eval  # noqa: E402
+from tiny_eval import eval_sets, evaluate, probe_batch  # noqa: E402
 from tiny_model import (  # noqa: E402
     OracleTokens, crop_features, fresh_connector, image_features, init_model, lm_loss,
     patch_rows_cols, resize_latents, slot_head)
@@ -76,57 +77,6 @@ def add_metrics(metrics: dict, values: dict, prefix: str = "") -> None:
     """Append this step's ``values`` to the running lists of ``metrics`` (averaged when logged)."""
     for k, v in values.items():
         metrics.setdefault(prefix + k, []).append(v)
-
-
-# ----------------------------------------------------------------------------------------------
-# Saving
-# ----------------------------------------------------------------------------------------------
-
-
-def heads_path(checkpoint: Path) -> Path:
-    """The auxiliary heads of a stage live beside its checkpoint, never in it (the checkpoint stays a
-    plain Idefics2 folder)."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.parent / (checkpoint.name + "-heads.pt")
-
-
-def data_seeds(args, log) -> list:
-    """The ``--seed`` of every stage this one continues (``<init>-seeds.json``), then its own.
-
-    A step draws its pages and questions from ``--seed`` and the step number, so a stage that
-    reuses an earlier stage's seed trains on that stage's pages again: logged as a warning."""
-    before = []
-    if args.init_from and seeds_path(args.init_from).exists():
-        before = json.loads(seeds_path(args.init_from).read_text())
-    if args.seed in before:
-        msg = (f"--seed {args.seed} was used by an earlier stage of {args.init_from}: this stage draws "
-               f"that stage's pages again. Pass a --seed not in {sorted(set(before))} for fresh pages.")
-        log({"warning": msg})
-        print(f"warning: {msg}", file=sys.stderr, flush=True)
-    return before + [args.seed]
-
-
-def seeds_path(checkpoint: Path) -> Path:
-    checkpoint = Path(checkpoint)
-    return checkpoint.parent / (checkpoint.name + "-seeds.json")
-
-
-def save_atomic(model, processor, output: Path, heads=None) -> None:
-    """Write the plain checkpoint through a temporary folder (a kill never leaves half of one), and
-    the auxiliary ``heads`` beside it."""
-    output = Path(output)
-    tmp = output.parent / (output.name + ".tmp")
-    old = output.parent / (output.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    shutil.rmtree(old, ignore_errors=True)
-    if output.exists():
-        output.rename(old)
-    tmp.rename(output)
-    shutil.rmtree(old, ignore_errors=True)
-    if heads is not None:
-        torch.save(heads.state_dict(), heads_path(output))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,20 +169,6 @@ def weighted_total(losses: dict, args) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
-
-
-def json_logger(path: Path, mode: str):
-    """A function that prints a record as one JSON line and appends it to ``path`` at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    logf = open(path, mode)
-
-    def log(rec: dict) -> None:
-        line = json.dumps(rec)
-        print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
-
-    return log
 
 
 def parse_args(argv=None):
@@ -392,8 +328,8 @@ def build_heads(model, processor, args, log) -> torch.nn.ModuleDict:
                                processor.tokenizer.convert_tokens_to_ids(" "), args.seed),
     })
     for source, names in ((args.init_from, None), (args.connector_from, ("latent", "oracle"))):
-        if source and heads_path(source).exists():
-            saved = torch.load(heads_path(source), weights_only=True)
+        if source and beside(source, HEADS).exists():
+            saved = torch.load(beside(source, HEADS), weights_only=True)
             own = heads.state_dict()
             kept = {k: v for k, v in saved.items()
                     if k in own and own[k].shape == v.shape and (names is None or k.split(".")[0] in names)}
@@ -427,14 +363,6 @@ def lr_multiplier(step: int, est_steps: int, args) -> float:
         args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * prog)))
 
 
-def evaluate(model, processor, heads, batcher, sets: dict, probe: dict) -> dict:
-    """Held-out greedy ANLS through the connector's tokens (``eval``) and through the oracle's
-    (``eval_oracle``: what a perfect connector would allow), and the teacher-forced probe."""
-    return {"eval": run_eval(model, processor, sets),
-            "eval_oracle": run_eval(model, processor, sets, oracle_tokens_for(batcher, heads["oracle"])),
-            "probe": probe_eval(model, probe, heads["oracle"])}
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -457,10 +385,10 @@ def main(argv=None) -> None:
     probe = probe_batch(batcher, args)
     log({"eval_sets": {k: len(v) for k, v in sets.items()}})
     if args.eval_only:
-        log({"step": 0, **evaluate(model, processor, heads, batcher, sets, probe)})
+        log({"step": 0, **evaluate(model, processor, heads["oracle"], batcher, sets, probe)})
         return
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    seeds_path(args.output).write_text(json.dumps(data_seeds(args, log)))
+    beside(args.output, SEEDS).write_text(json.dumps(data_seeds(args, log)))
 
     budget = args.minutes * 60
     t_start = time.time()
@@ -509,12 +437,12 @@ def main(argv=None) -> None:
             save_atomic(model, processor, args.output, heads)
         if step % args.eval_every == 0:
             t0 = time.time()
-            log({"step": step, **evaluate(model, processor, heads, batcher, sets, probe),
+            log({"step": step, **evaluate(model, processor, heads["oracle"], batcher, sets, probe),
                  "eval_s": round(time.time() - t0, 1)})
             t_log += time.time() - t0
             t_start += time.time() - t0  # evaluation does not eat the training budget
     save_atomic(model, processor, args.output, heads)
-    final = evaluate(model, processor, heads, batcher, sets, probe)
+    final = evaluate(model, processor, heads["oracle"], batcher, sets, probe)
     log({"step": step, "final_eval": final.pop("eval"), **final, "samples_seen": seen,
          "end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 

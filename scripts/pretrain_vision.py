@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pretrain_tiny as pt  # noqa: E402
 import reading_pages  # noqa: E402
+from stage_files import json_logger, save_atomic  # noqa: E402
 from tiny_batches import Batcher, densest_crop  # noqa: E402
 from tiny_model import crop_features, image_features, page_position_ids, slot_accuracy, slot_loss  # noqa: E402
 
@@ -146,7 +147,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    log = pt.json_logger(args.log, "a")
+    log = json_logger(args.log, "a")
 
     log({"stage": "vision", "command": "PYTHONPATH=src python " + " ".join(sys.argv),
          "args": {k: str(v) for k, v in vars(args).items()}, "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -224,13 +225,13 @@ def main(argv=None) -> None:
             right, total, losses, t_log = 0, 0, [], time.time()
             page_right, page_total = 0, 0
         if step % args.save_every == 0:
-            pt.save_atomic(model, processor, args.output)
+            save_atomic(model, processor, args.output)
         if step % args.eval_every == 0:
             te = time.time()
             log({"step": step, "page_acc": evaluate()})
             t_start += time.time() - te
             t_log += time.time() - te
-    pt.save_atomic(model, processor, args.output)
+    save_atomic(model, processor, args.output)
     log({"step": step, "final_page_acc": evaluate(), "end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 

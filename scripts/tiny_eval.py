@@ -145,3 +145,11 @@ def run_eval(model, processor, sets: dict, tokens_for=None) -> dict:
 def oracle_tokens_for(batcher, oracle):
     """page -> the oracle's visual tokens for it (its characters laid into the latent cells)."""
     return lambda page: oracle(batcher.make([page], 1, random.Random(0))["latent_targets"])[0]
+
+
+def evaluate(model, processor, oracle, batcher, sets: dict, probe: dict) -> dict:
+    """Held-out greedy ANLS through the connector's tokens (``eval``) and through the oracle's
+    (``eval_oracle``: what a perfect connector would allow), and the teacher-forced probe."""
+    return {"eval": run_eval(model, processor, sets),
+            "eval_oracle": run_eval(model, processor, sets, oracle_tokens_for(batcher, oracle)),
+            "probe": probe_eval(model, probe, oracle)}

@@ -13,6 +13,7 @@ from doctune.models import TINY_MODEL_DIR
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import pretrain_tiny  # noqa: E402
 import reading_pages  # noqa: E402
+import stage_files  # noqa: E402
 import tiny_batches  # noqa: E402
 import tiny_model  # noqa: E402
 
@@ -373,7 +374,7 @@ def test_one_step_of_each_pretraining_script_saves_a_plain_checkpoint(tmp_path):
     for loss in ("lm", "oracle", "route", "patch", "pos", "latent", "crop", "lookup", "packed", "text"):
         assert torch.isfinite(torch.tensor(step[loss])), loss
     assert set(records[-1]["final_eval"]) == {"generic", "receipt", "invoice"}
-    assert pretrain_tiny.heads_path(out).exists()
+    assert stage_files.beside(out, stage_files.HEADS).exists()
     Idefics2ForConditionalGeneration.from_pretrained(out)  # a plain checkpoint, without the heads
 
     pretrain_vision.main(["--init-from", str(out), "--output", str(tmp_path / "vision"),
@@ -416,11 +417,11 @@ def test_generation_reads_replaced_visual_tokens_in_page_order():
 def test_a_stage_that_reuses_an_earlier_seed_is_warned(tmp_path, capsys):
     records = []
     first = pretrain_tiny.parse_args(["--output", str(tmp_path / "s1")])
-    assert pretrain_tiny.data_seeds(first, records.append) == [0] and not records  # no lineage yet
-    pretrain_tiny.seeds_path(tmp_path / "s1").write_text("[0]")
+    assert stage_files.data_seeds(first, records.append) == [0] and not records  # no lineage yet
+    stage_files.beside(tmp_path / "s1", stage_files.SEEDS).write_text("[0]")
     fresh = pretrain_tiny.parse_args(["--init-from", str(tmp_path / "s1"), "--seed", "1", "--output", "x"])
-    assert pretrain_tiny.data_seeds(fresh, records.append) == [0, 1] and not records
+    assert stage_files.data_seeds(fresh, records.append) == [0, 1] and not records
     again = pretrain_tiny.parse_args(["--init-from", str(tmp_path / "s1"), "--output", "x"])
-    assert pretrain_tiny.data_seeds(again, records.append) == [0, 0]
+    assert stage_files.data_seeds(again, records.append) == [0, 0]
     assert "--seed 0 was used by an earlier stage" in records[0]["warning"]
     assert "--seed 0 was used" in capsys.readouterr().err
