@@ -67,7 +67,7 @@ from stage_files import HEADS, SEEDS, beside, data_seeds, json_logger, save_atom
 from tiny_batches import Batcher, lookup_length, packed_at  # noqa: E402
 from tiny_eval import eval_sets, evaluate, probe_batch  # noqa: E402
 from tiny_model import (  # noqa: E402
-    OracleTokens, crop_features, fresh_connector, image_features, init_model, lm_loss,
+    OracleTokens, crop_features, fresh_connector, grow_text_layers, image_features, init_model, lm_loss,
     patch_rows_cols, resize_latents, slot_head)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,6 +240,9 @@ def parse_args(argv=None):
     ap.add_argument("--fresh-connector", action="store_true",
                     help="with --init-from: a new connector (--perceiver-depth, --perceiver-kv-heads); "
                          "without --init-from the connector is always new")
+    ap.add_argument("--grow-text-layers", type=int, nargs="+", default=[], metavar="AFTER",
+                    help="with --init-from: insert a language-model layer after each of these layer "
+                         "indices, initialised so the model's output is unchanged (grow_text_layers)")
     ap.add_argument("--perceiver-depth", type=int, default=1)
     ap.add_argument("--perceiver-kv-heads", type=int, default=4)
     ap.add_argument("--latent-layout", default="anchored", choices=["stretched", "anchored"],
@@ -263,6 +266,8 @@ def parse_args(argv=None):
     ap.add_argument("--log-every", type=int, default=10)
     args = ap.parse_args(argv)
     assert "invoice" not in args.kinds, "invoice is the held-out target domain"
+    if args.grow_text_layers and not args.init_from:
+        ap.error("--grow-text-layers grows a trained model; give it --init-from")
     if args.latents_per_patch < 1:
         ap.error(f"--latents-per-patch {args.latents_per_patch}: give 1 or more latents per patch")
     if args.latents_per_patch > 1 and args.latent_layout != "anchored":
@@ -291,6 +296,7 @@ def load_model(args) -> tuple:
         if args.connector_from:
             other = Idefics2ForConditionalGeneration.from_pretrained(args.connector_from)
             model.model.connector.load_state_dict(other.model.connector.state_dict())
+        grow_text_layers(model, args.grow_text_layers)
         return model, processor
     init_dir = args.output.parent / (args.output.name + "-init")
     build_tiny.build(init_dir, args.seed)

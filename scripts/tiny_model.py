@@ -76,6 +76,28 @@ def fresh_connector(model, processor, n: int, args) -> None:
     model.model.connector = conn
 
 
+def grow_text_layers(model, after: list) -> None:
+    """Insert a decoder layer into the language model after each layer index in ``after``: a copy
+    of that layer whose attention output and MLP down projections are zero, so the new layer adds
+    nothing to the residual stream and the model computes exactly what it did. Training then
+    grows the new layers from there (their zero projections get gradients at once)."""
+    import copy
+
+    text = model.model.text_model
+    layers = torch.nn.ModuleList()
+    for i, layer in enumerate(text.layers):
+        layers.append(layer)
+        if i in after:
+            extra = copy.deepcopy(layer)
+            torch.nn.init.zeros_(extra.self_attn.o_proj.weight)
+            torch.nn.init.zeros_(extra.mlp.down_proj.weight)
+            layers.append(extra)
+    for i, layer in enumerate(layers):
+        layer.self_attn.layer_idx = i
+    text.layers = layers
+    model.config.text_config.num_hidden_layers = len(layers)
+
+
 def image_features(model, batch, freeze_vision: bool = False):
     pv = batch["pixel_values"][:, 0]
     pam = batch["pixel_attention_mask"][:, 0]

@@ -221,6 +221,31 @@ def test_fresh_connector_keeps_the_other_weights_and_saves_a_plain_checkpoint(tm
     assert loaded(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
 
 
+def test_grown_text_layers_leave_the_output_unchanged_and_learn(tmp_path):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
+    model = Idefics2ForConditionalGeneration.from_pretrained(TINY_MODEL_DIR)
+    depth = model.config.text_config.num_hidden_layers
+    inputs = processor(text=["<image>What is the total?"], images=[[reading_pages.render_generic(0).image]],
+                       return_tensors="pt")
+    with torch.no_grad():
+        before = model(**inputs).logits
+    tiny_model.grow_text_layers(model, [0, depth - 1])
+    model.save_pretrained(tmp_path)
+
+    loaded = Idefics2ForConditionalGeneration.from_pretrained(tmp_path)
+    layers = loaded.model.text_model.layers
+    assert loaded.config.text_config.num_hidden_layers == len(layers) == depth + 2
+    assert [layer.self_attn.layer_idx for layer in layers] == list(range(depth + 2))
+    logits = loaded(**inputs).logits
+    torch.testing.assert_close(logits, before)
+    logits[0, -1].logsumexp(-1).backward()
+    grown = layers[1]  # the layer inserted after layer 0
+    assert grown.self_attn.o_proj.weight.grad.abs().sum() > 0
+    assert grown.mlp.down_proj.weight.grad.abs().sum() > 0
+
+
 def test_oracle_tokens_embed_a_latents_characters_in_slot_order():
     torch.manual_seed(0)
     embeddings = torch.randn(10, 16)
