@@ -7,7 +7,8 @@ Panels, against training steps counted across all runs (a grey line where a run 
 language-model loss per answer character (on pages, on their text alone, on lookup strings
 (as text, and packed into visual tokens));
 per-patch (encoder) and per-latent (perceiver output) character accuracy and the visual tokens'
-cosine to the oracle's; held-out ANLS (mean of the pre-training kinds, and invoices zero-shot).
+cosine to the oracle's; held-out ANLS (mean of the pre-training kinds, through the connector's
+visual tokens and through the oracle's, and invoices zero-shot).
 """
 
 from __future__ import annotations
@@ -27,6 +28,22 @@ SERIES = {"lm": ("LM loss", 0), "text": ("LM loss, questions on page text", 0),
           "oracle_cos": ("visual tokens vs oracle (cosine)", 1)}
 
 
+EVALS = {"anls": "pre-training kinds (mean)", "invoice": "invoice (never trained on)",
+         "oracle": "pre-training kinds (mean), through the oracle's visual tokens"}
+
+
+def counted(scores: dict | None) -> bool:
+    """Whether an evaluation is worth plotting: runs that left evaluation for later
+    (``--eval-pages 1``) score one question per kind, which is noise."""
+    return bool(scores) and min(v.get("n", MIN_EVAL) for v in scores.values()) >= MIN_EVAL
+
+
+def kinds_mean(scores: dict) -> float:
+    """Mean ANLS over the pre-training kinds (the held-out invoices left out)."""
+    kinds = [v["anls"] for k, v in scores.items() if k != "invoice"]
+    return sum(kinds) / len(kinds)
+
+
 def read_runs(log: Path) -> list:
     """The log's records, split into runs at each ``command`` record."""
     runs = []
@@ -44,7 +61,7 @@ def plot(log: Path, output: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(3, 1, figsize=(12, 9), sharex=True)
-    points = {k: [] for k in SERIES} | {"anls": [], "invoice": []}
+    points = {k: [] for k in SERIES} | {k: [] for k in EVALS}
     offset = 0
     for run in read_runs(log):
         for series in points.values():
@@ -61,19 +78,20 @@ def plot(log: Path, output: Path) -> Path:
                 if key in record:
                     points[key].append((offset + step, record[key]))
             scores = record.get("eval") or record.get("final_eval")
-            # Runs that left evaluation for later (--eval-pages 1) score one question per kind: noise.
-            if scores and min(v.get("n", MIN_EVAL) for v in scores.values()) >= MIN_EVAL:
-                kinds = [v["anls"] for k, v in scores.items() if k != "invoice"]
-                points["anls"].append((offset + step, sum(kinds) / len(kinds)))
+            if counted(scores):
+                points["anls"].append((offset + step, kinds_mean(scores)))
                 if "invoice" in scores:
                     points["invoice"].append((offset + step, scores["invoice"]["anls"]))
+            if counted(record.get("eval_oracle")):
+                points["oracle"].append((offset + step, kinds_mean(record["eval_oracle"])))
         offset += last
     for key, (label, panel) in SERIES.items():
         if any(v == v for _, v in points[key]):
             axes[panel].plot(*zip(*points[key]), linewidth=0.8, label=label)
-    for key, label in (("anls", "pre-training kinds (mean)"), ("invoice", "invoice (never trained on)")):
+    for key, label in EVALS.items():
         if any(v == v for _, v in points[key]):
-            axes[2].plot(*zip(*points[key]), marker="o", markersize=3, linewidth=0.8, label=label)
+            axes[2].plot(*zip(*points[key]), marker="o", markersize=3, linewidth=0.8, label=label,
+                         linestyle="--" if key == "oracle" else "-")
     axes[0].set(ylabel="LM loss (nats/char)", title="doctune-tiny pre-training, all stages (grey: a run starts)")
     axes[1].set(ylabel="accuracy / cosine", ylim=(0, 1))
     axes[2].set(ylabel="held-out ANLS", xlabel="training step, counted across runs", ylim=(0, 1))
