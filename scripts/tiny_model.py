@@ -3,6 +3,8 @@ side's features, the dense slot losses, the oracle visual tokens and the answer 
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -81,9 +83,11 @@ def grow_text_layers(model, after: list) -> None:
     of that layer whose attention output and MLP down projections are zero, so the new layer adds
     nothing to the residual stream and the model computes exactly what it did. Training then
     grows the new layers from there (their zero projections get gradients at once)."""
-    import copy
-
     text = model.model.text_model
+    outside = sorted(set(after) - set(range(len(text.layers))))
+    if outside:
+        raise ValueError(f"cannot grow after layer(s) {outside}: the language model has {len(text.layers)} "
+                         f"layers, numbered 0-{len(text.layers) - 1}")
     layers = torch.nn.ModuleList()
     for i, layer in enumerate(text.layers):
         layers.append(layer)

@@ -231,6 +231,9 @@ def test_grown_text_layers_leave_the_output_unchanged_and_learn(tmp_path):
                        return_tensors="pt")
     with torch.no_grad():
         before = model(**inputs).logits
+    with pytest.raises(ValueError, match=rf"after layer\(s\) \[{depth}\]"):
+        tiny_model.grow_text_layers(model, [0, depth])  # the last layer is depth - 1: nothing is grown
+    assert len(model.model.text_model.layers) == depth
     tiny_model.grow_text_layers(model, [0, depth - 1])
     model.save_pretrained(tmp_path)
 
