@@ -195,8 +195,9 @@ def test_merged_lora_gives_the_outputs_of_base_plus_adapter(docvqa_folder, tmp_p
     from doctune.prompt import collate_for_generation
     batch = collate_for_generation(processor, [Image.new("RGB", (90, 120), "white")], ["What is the total?"])
     with torch.no_grad():
-        torch.testing.assert_close(merged(**batch).logits, unmerged(**batch).logits, rtol=1e-4, atol=1e-5)
-    # and the adapter really changed the model
-    with torch.no_grad():
+        merged_logits, unmerged_logits = merged(**batch).logits, unmerged(**batch).logits
         base_logits = MODEL_CLASS.from_pretrained(TINY_MODEL_DIR).eval()(**batch).logits
-    assert not torch.allclose(base_logits, merged(**batch).logits)
+    # Merging changes the order of fp32 sums: with logits up to ~25 the two differ by up to ~3e-5.
+    torch.testing.assert_close(merged_logits, unmerged_logits, rtol=1e-4, atol=1e-4)
+    # and the adapter really changed the model, by far more than that tolerance
+    assert (base_logits - merged_logits).abs().max() > 1e-2
