@@ -52,11 +52,11 @@ class DemoSettings(BaseModel):
         True, description="Full fine-tuning: keep the pre-trained vision encoder as it is. It already reads "
                           "the glyphs of every kind, and a step skips its backward pass."
     )
-    max_steps: int = Field(40, gt=0)
+    max_steps: int = Field(36, gt=0)
     batch_size: int = Field(16, gt=0)
     learning_rate: float = Field(3e-4, gt=0)
     warmup_steps: int = Field(8, ge=0)
-    eval_every: int = Field(20, gt=0, description="Steps between the curve's ANLS points.")
+    eval_every: int = Field(18, gt=0, description="Steps between the curve's ANLS points.")
     curve_eval_samples: int = Field(48, gt=0, description="Questions per curve point (the final eval uses all).")
     eval_batch_size: int = Field(32, gt=0)
     max_new_tokens: int = Field(24, gt=0)
