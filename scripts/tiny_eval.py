@@ -87,11 +87,7 @@ def eval_sets(args) -> dict:
         for kind in args.kinds + ["invoice"]:
             items = []
             for s in range(args.eval_pages):
-                try:
-                    p = synth_page(kind, 900_000 + s, rng)
-                except Exception as exc:  # the generator is young; never let it kill the run
-                    print(f"eval synth {kind} failed: {exc!r}", flush=True)
-                    break
+                p = synth_page(kind, 900_000 + s, rng)
                 if p.qa:
                     q, a = rng.choice([x for x in p.qa if not x[0].startswith(("Transcribe", "What follows", "Read on"))] or p.qa)
                     items.append((p, q, a))
