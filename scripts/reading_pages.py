@@ -282,6 +282,11 @@ def visual_rows(lines: list) -> list:
     return [" ".join(t for _, t in sorted(r["parts"])) for r in rows]
 
 
+# How follow_questions words its questions; the trainers and evaluation pick them out by these.
+FOLLOWS = "What follows"
+READ_ON = "Read on from"
+
+
 def follow_questions(lines: list, rng: random.Random, n: int = 3, max_len: int = 32,
                      across_rows: bool = False) -> list:
     """Up to ``n`` questions "What follows "<first words of a row>"?" answered by the rest of the
@@ -312,7 +317,7 @@ def follow_questions(lines: list, rng: random.Random, n: int = 3, max_len: int =
         # The prefix must point at one row only.
         if not answer or sum(" ".join(r).startswith(prefix) for r in all_rows if len(r) >= 2) > 1:
             continue
-        out.append((f"Read on from \"{prefix}\"." if across_rows else f"What follows \"{prefix}\"?", answer))
+        out.append((f"{READ_ON} \"{prefix}\"." if across_rows else f"{FOLLOWS} \"{prefix}\"?", answer))
         if len(out) == n:
             break
     return out
@@ -339,7 +344,7 @@ def lookup_sample(rng: random.Random, length: int, key: int = 3, answer: int = 6
             rest = text[at + key : at + key + answer]
             if rng.random() < 0.5:
                 return text, f"Transcribe from \"{k}\".", k + rest
-            return text, f"What follows \"{k}\"?", rest
+            return text, f"{FOLLOWS} \"{k}\"?", rest
 
 
 def question_for(rng: random.Random, label: str) -> str:

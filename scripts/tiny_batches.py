@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from reading_pages import lookup_sample, visual_rows
+from reading_pages import READ_ON, lookup_sample, visual_rows
 from tiny_model import page_position_ids
 
 
@@ -152,8 +152,8 @@ class Batcher:
         for p in pages:
             # The long transcription ("Read on from ...") is always one of the turns: it is the densest
             # reading target of the page.
-            long = [x for x in p.qa if x[0].startswith("Read on")][:1]
-            rest = [x for x in p.qa if not x[0].startswith("Read on")]
+            long = [x for x in p.qa if x[0].startswith(READ_ON)][:1]
+            rest = [x for x in p.qa if not x[0].startswith(READ_ON)]
             qa = rng.sample(rest, min(turns - len(long), len(rest))) + long
             qa = qa or [("What is written at the top?", "?")]
             texts.append(self.processor.apply_chat_template(self.conversation(qa)))

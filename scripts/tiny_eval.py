@@ -9,7 +9,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.nn.functional as F
 
-from reading_pages import render_generic, synth_available, synth_page
+from reading_pages import FOLLOWS, READ_ON, TRANSCRIBE, render_generic, synth_available, synth_page
 from tiny_model import image_features, lm_loss
 
 
@@ -74,12 +74,12 @@ def score(preds: list, answers: list) -> dict:
     }
 
 
-# Question forms left out of the held-out sets. "What follows ..." and "Read on from ..." ask to
-# continue a quoted row: reading exercises of pre-training, not questions about a document's fields.
-# Synthetic kinds also leave out line transcription, so their sets hold only field questions; generic
-# pages keep it, as transcription is one of their own question forms.
-_CONTEXT_FORMS = ("What follows", "Read on")
-_SYNTH_SKIPPED_FORMS = ("Transcribe",) + _CONTEXT_FORMS
+# Question forms left out of the held-out sets. FOLLOWS and READ_ON questions ask to continue a
+# quoted row: reading exercises of pre-training, not questions about a document's fields. Synthetic
+# kinds also leave out line transcription, so their sets hold only field questions; generic pages
+# keep it, as transcription is one of their own question forms.
+_CONTEXT_FORMS = (FOLLOWS, READ_ON)
+_SYNTH_SKIPPED_FORMS = (TRANSCRIBE,) + _CONTEXT_FORMS
 
 
 def eval_sets(args) -> dict:
