@@ -35,7 +35,9 @@ evaluation is in ``tiny_eval.py``.
 
 Questions: each page's own (label/value, table cells, "Transcribe the line that starts with ..."),
 plus "What follows "<first words of a row>"?" and one long "Read on from ..." transcription
-(``reading_pages.follow_questions``), which every page gets as one of its turns.
+(``reading_pages.follow_questions``), which every page gets as one of its turns. With
+``--all-rows`` a synth page also asks about every line-item and transaction cell (row by its
+name, column by the question's wording), where a document's own questions keep three.
 
 Initialisation (``init_model``): perceiver latents random (built from a config they are all ones,
 so every latent is identical), text embeddings with std 1 so text tokens have the unit RMS the
@@ -257,7 +259,10 @@ def parse_args(argv=None):
     ap.add_argument("--latent-init-std", type=float, default=0.02)
     ap.add_argument("--text-embed-std", type=float, default=1.0)
     ap.add_argument("--synth-frac", type=float, default=0.5, help="share of pages from doctune.synth kinds")
-    ap.add_argument("--kinds", nargs="+", default=["receipt", "purchase_order", "form", "bank_statement"])
+    ap.add_argument("--kinds", nargs="+", default=["receipt", "purchase_order", "form", "bank_statement"],
+                    help="synth kinds of the training pages, drawn uniformly (repeat one to weight it)")
+    ap.add_argument("--all-rows", action="store_true",
+                    help="training pages ask about every line-item and transaction cell, not three")
     ap.add_argument("--eval-every", type=int, default=150)
     ap.add_argument("--eval-pages", type=int, default=16)
     ap.add_argument("--eval-only", action="store_true",

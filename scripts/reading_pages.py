@@ -373,8 +373,14 @@ def advance_edges(text: str) -> tuple:
     return tuple(f.getlength(text[:i]) / total for i in range(len(text) + 1))
 
 
-def synth_page(kind: str, seed: int, rng: random.Random) -> Page:
+def synth_page(kind: str, seed: int, rng: random.Random, all_rows: bool = False) -> Page:
+    """A ``doctune.synth`` page with its character centres and questions.
+
+    ``all_rows`` adds a question about every line-item and transaction cell the document's own
+    questions leave out (they keep three per page), for a table-reading curriculum.
+    """
     from doctune.synth import generate_document
+    from doctune.synth.questions import row_qa
 
     doc = generate_document(kind, seed)
     chars = []
@@ -404,6 +410,9 @@ def synth_page(kind: str, seed: int, rng: random.Random) -> Page:
     own = random.Random(seed)
     boxed = [l for l in lines if isinstance(l, dict)]
     qa += follow_questions(boxed, own) + follow_questions(boxed, own, n=1, max_len=120, across_rows=True)
+    if all_rows:
+        asked = {a for _, a in qa}
+        qa += [x for x in row_qa(doc, own) if x[1] not in asked]
     return Page(doc.image.convert("RGB"), chars, qa, kind, lines)
 
 
@@ -412,7 +421,7 @@ def sample_pages(args, rng: random.Random, n: int, use_synth: bool) -> list:
     pages = []
     for _ in range(n):
         if use_synth and rng.random() < args.synth_frac:
-            pages.append(synth_page(rng.choice(args.kinds), rng.randrange(10 ** 8), rng))
+            pages.append(synth_page(rng.choice(args.kinds), rng.randrange(10 ** 8), rng, args.all_rows))
         else:
             pages.append(render_generic(rng.randrange(10 ** 8)))
     return pages

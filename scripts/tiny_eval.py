@@ -92,7 +92,8 @@ def eval_sets(args) -> dict:
         items.append((p, q, a))
     sets["generic"] = items
     if synth_available():
-        for kind in args.kinds + ["invoice"]:
+        # Unique: a kind repeated in --kinds to weight training gets one set.
+        for kind in [*dict.fromkeys(args.kinds), "invoice"]:
             items = []
             for s in range(args.eval_pages):
                 p = synth_page(kind, 900_000 + s, rng)
@@ -110,7 +111,7 @@ def probe_batch(batcher, args) -> dict:
     rng = random.Random(20_000 + args.seed)
     pages = [render_generic(2_000_000 + s) for s in range(args.eval_pages // 2)]
     if synth_available():
-        pages += [synth_page(k, 2_000_000 + s, rng) for k in args.kinds for s in range(2)]
+        pages += [synth_page(k, 2_000_000 + s, rng) for k in dict.fromkeys(args.kinds) for s in range(2)]
     return batcher.make(pages, args.turns, rng)
 
 

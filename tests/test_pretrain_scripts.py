@@ -9,6 +9,8 @@ import torch
 from transformers import Idefics2ForConditionalGeneration
 
 from doctune.models import TINY_MODEL_DIR
+from doctune.synth import generate_document
+from doctune.synth.questions import count_runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import pretrain_tiny  # noqa: E402
@@ -54,6 +56,20 @@ def test_synth_pages_keep_characters_inside_their_words():
     assert page.chars and page.qa
     width, height = page.image.size
     assert all(0 <= x <= width and 0 <= y <= height for _, x, y, _ in page.chars)
+
+
+def test_all_rows_adds_the_remaining_cells_and_keeps_the_rest():
+    plain = reading_pages.synth_page("purchase_order", 5, random.Random(0))
+    rows = reading_pages.synth_page("purchase_order", 5, random.Random(0), all_rows=True)
+    # The page's own questions come first, unchanged; the added ones are new cells only.
+    assert rows.qa[: len(plain.qa)] == plain.qa
+    added = rows.qa[len(plain.qa):]
+    answers = [a for _, a in rows.qa]
+    assert added and len(answers) == len(set(answers))
+    doc = generate_document("purchase_order", 5)
+    cells = {v for k, v in doc.fields.items() if k.startswith("item_") and count_runs(doc.words, v) == 1}
+    assert {a for _, a in added} <= cells
+    assert cells <= set(answers)
 
 
 def test_densest_crop_picks_the_inked_window():

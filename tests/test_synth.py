@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import statistics
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from doctune.synth import KINDS, generate_document, write_dataset
 from doctune.synth.fonts import font_path, load_font
-from doctune.synth.questions import count_runs
+from doctune.synth.questions import count_runs, row_qa
 from doctune.synth.style import BODY_SIZES
 
 SEEDS = (0, 1, 2)
@@ -82,6 +83,25 @@ def test_fields_shown_are_on_the_page(docs):
     for doc in docs.values():
         answers = {answer for _, answer in doc.qa}
         assert answers <= set(doc.fields.values())
+
+
+@pytest.mark.parametrize("kind", ["invoice", "purchase_order", "receipt", "bank_statement"])
+def test_row_questions_ask_every_cell_on_its_row(docs, kind):
+    for seed in SEEDS:
+        doc = docs[(kind, seed)]
+        qa = row_qa(doc, random.Random(0))
+        rows = {k for k in doc.fields if k.startswith(("item_", "txn_"))}
+        # Every row cell with a unique value is asked about; make_qa keeps at most three.
+        unique = {k for k in rows if count_runs(doc.words, doc.fields[k]) == 1}
+        assert len(qa) == len(unique) >= 3, (kind, seed)
+        for question, answer in qa:
+            assert count_runs(doc.words, answer) == 1, (kind, seed, answer)
+            # The row's name is in the question and on the same printed line as the answer.
+            assert any(
+                name in question and name in line["text"] and answer in line["text"]
+                for name in set(doc.contexts.values())
+                for line in doc.lines
+            ), (kind, seed, question, answer)
 
 
 def test_boxes_lie_within_the_page(docs):

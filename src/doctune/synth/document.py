@@ -44,6 +44,8 @@ class Document:
         bounding_boxes: ``[x0, y0, x1, y1]`` per word, in page pixels before noise.
         lines: ``{"text", "box"}`` per drawn text line.
         fields: Field key -> displayed value, for every field shown on the page.
+        contexts: Field key -> the row or label name its questions use (``item_2_amount`` ->
+            the item's description), for the fields that have one.
     """
 
     image: Image.Image
@@ -53,6 +55,7 @@ class Document:
     bounding_boxes: list[list[float]]
     lines: list[dict]
     fields: dict[str, str]
+    contexts: dict[str, str]
 
 
 def derive_seed(*parts: object) -> int:
@@ -130,4 +133,5 @@ def generate_document(kind: str, seed: int, width: int = 448, noise: float = 0.0
     qa = make_qa(kind, fields, spec.contexts, canvas.words, rng)
     noise_rng = np.random.default_rng(derive_seed("noise", kind, seed))
     image = apply_noise(canvas.image, noise, noise_rng)
-    return Document(image, kind, qa, canvas.words, canvas.boxes, canvas.lines, fields)
+    contexts = {k: v for k, v in spec.contexts.items() if k in fields}
+    return Document(image, kind, qa, canvas.words, canvas.boxes, canvas.lines, fields, contexts)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import random
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from doctune.synth.document import Document
 
 # Generic templates per field; ``{ctx}`` is the row or label a field belongs to.
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -203,6 +207,40 @@ def templates_for(kind: str, key: str) -> tuple[str, ...]:
     return KIND_TEMPLATES.get((kind, generic), TEMPLATES.get(generic, ()))
 
 
+def usable_fields(kind: str, fields: dict[str, str], words: list[str]) -> list[str]:
+    """Return the fields a question can be asked about: templated, answer on the page once.
+
+    Args:
+        kind: Document kind.
+        fields: Field key -> displayed value.
+        words: Rendered words in reading order.
+
+    Returns:
+        Field keys, in ``fields`` order.
+    """
+    return [k for k in fields if templates_for(kind, k) and count_runs(words, fields[k]) == 1]
+
+
+def row_qa(doc: Document, rng: random.Random) -> list[tuple[str, str]]:
+    """Ask about every usable row field (line items, transactions) of a document, uncapped.
+
+    ``make_qa`` keeps at most ``MAX_ROW_QA`` row questions per page for variety; a reader that
+    must learn to find a cell by its row name and column is better taught on all of them.
+
+    Args:
+        doc: A rendered document.
+        rng: Random source (template wording).
+
+    Returns:
+        ``(question, answer)`` pairs, in ``doc.fields`` order.
+    """
+    return [
+        (rng.choice(templates_for(doc.kind, k)).format(ctx=doc.contexts[k]), doc.fields[k])
+        for k in usable_fields(doc.kind, doc.fields, doc.words)
+        if _ROW_FIELD.match(k) and doc.contexts.get(k)
+    ]
+
+
 def make_qa(
     kind: str,
     fields: dict[str, str],
@@ -225,7 +263,7 @@ def make_qa(
     Raises:
         ValueError: If fewer than three fields can be asked about.
     """
-    usable = [k for k in fields if templates_for(kind, k) and count_runs(words, fields[k]) == 1]
+    usable = usable_fields(kind, fields, words)
     if len(usable) < MIN_QA:
         raise ValueError(f"{kind}: only {len(usable)} unambiguous fields: {usable}")
     rng.shuffle(usable)
