@@ -179,6 +179,9 @@ def parse_args(argv=None):
     ap.add_argument("--log", type=Path, default=ROOT / "src/doctune/assets/doctune-tiny-pretrain.log")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true",
+                    help="forward passes under bf16 autocast (weights, optimizer and losses stay fp32): "
+                         "on CPUs with AMX a bf16 matmul is many times faster than an fp32 one")
     ap.add_argument("--minutes", type=float, default=68.0, help="wall-clock training budget")
     ap.add_argument("--max-steps", type=int, default=100000)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -421,8 +424,9 @@ def main(argv=None) -> None:
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * lr_multiplier(step, est_steps, args)
         captured.clear()
-        losses, metrics, lat, ideal = vision_losses(model, heads, batcher, batch, args, captured, rng)
-        more, stats = reading_losses(model, heads, batcher, batch, pages, lat, ideal, args, step, rng)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            losses, metrics, lat, ideal = vision_losses(model, heads, batcher, batch, args, captured, rng)
+            more, stats = reading_losses(model, heads, batcher, batch, pages, lat, ideal, args, step, rng)
         losses.update(more)
         metrics.update(stats)
         total = weighted_total(losses, args)

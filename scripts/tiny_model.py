@@ -198,7 +198,7 @@ class OracleTokens(torch.nn.Module):
         e = torch.einsum("blsd,sed->blse", self.codebook[targets], self.rotations)
         v = (e * filled).sum(2)
         empty = ~filled.any(2).squeeze(-1)
-        v[empty] = self.codebook[self.blank]
+        v[empty] = self.codebook[self.blank].to(v.dtype)  # under bf16 autocast the einsum is bf16
         return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-6)
 
 

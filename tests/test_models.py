@@ -5,6 +5,7 @@ import sys
 import pytest
 import torch
 
+from doctune import models
 from doctune.config import ModelSettings
 from doctune.models import (
     UnsupportedError,
@@ -17,8 +18,11 @@ from doctune.models import (
 CPU = torch.device("cpu")
 
 
-def test_auto_precision_is_fp32_on_cpu():
-    assert pick_dtype("auto", CPU) == torch.float32
+@pytest.mark.parametrize("amx, dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_has_amx(monkeypatch, amx, dtype):
+    monkeypatch.setattr(models, "cpu_has_amx", lambda: amx)
+    assert pick_dtype("auto", CPU) == dtype
+    assert pick_dtype("fp32", CPU) == torch.float32
 
 
 def test_fp16_on_cpu_is_refused_with_the_alternative():

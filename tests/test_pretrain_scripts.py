@@ -285,6 +285,16 @@ def test_oracle_tokens_embed_a_latents_characters_in_slot_order():
     torch.testing.assert_close(oracle(targets)[0, 0], tokens[0])
 
 
+def test_oracle_tokens_run_under_bf16_autocast():
+    """``--bf16`` stages compute the oracle's tokens under autocast: the blank still fills empty latents."""
+    torch.manual_seed(0)
+    oracle = tiny_model.OracleTokens(torch.randn(10, 16), slots=3, blank=5, seed=0)
+    targets = torch.tensor([[[3, 4, 0], [0, 0, 0]]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        tokens = oracle(targets)[0].float()
+    torch.testing.assert_close(tokens, oracle(targets)[0], rtol=2e-2, atol=2e-2)
+
+
 def test_answers_right_needs_every_token_of_an_answer():
     sel = torch.tensor([[False, True, True, False, True], [True, True, False, False, False]])
     hits = torch.tensor([True, True, True, True, False])  # row 0: answers (1, 2) and (4); row 1: (0, 1)

@@ -48,6 +48,9 @@ class DemoSettings(BaseModel):
     train_seed: int = 1001
     eval_seed: int = 2002
     method: Literal["full", "lora", "dora"] = Field("full", description="Fine-tuning method.")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="Compute precision of every step; 'auto' is bf16 on CPUs with AMX, else fp32."
+    )
     freeze_vision: bool = Field(
         True, description="Full fine-tuning: keep the pre-trained vision encoder as it is. It already reads "
                           "the glyphs of every kind, and a step skips its backward pass."
@@ -65,7 +68,7 @@ class DemoSettings(BaseModel):
 
 def _train_config(settings: DemoSettings, train_data: Path, eval_data: Path, output: Path) -> Config:
     return Config(
-        model=ModelSettings(name=settings.model, method=settings.method, precision="fp32",
+        model=ModelSettings(name=settings.model, method=settings.method, precision=settings.precision,
                             freeze_vision=settings.freeze_vision and settings.method == "full"),
         data=DataSettings(train=str(train_data), eval=str(eval_data), max_eval_samples=settings.curve_eval_samples),
         train=TrainSettings(
@@ -95,7 +98,7 @@ def blank_copy(data_file: Path, output: Path) -> Path:
 
 def _evaluate(model: str, data: Path, output: Path, settings: DemoSettings) -> tuple[dict, list[dict]]:
     return evaluate_model(model, str(data), output, batch_size=settings.eval_batch_size,
-                          max_new_tokens=settings.max_new_tokens, precision="fp32")
+                          max_new_tokens=settings.max_new_tokens, precision=settings.precision)
 
 
 def _fine_tune(settings: DemoSettings, train_data: Path, eval_data: Path, run_dir: Path) -> float:

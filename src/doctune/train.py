@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -115,6 +116,10 @@ def _setup_run_dir(config: Config, resume: bool) -> Path:
 def _setup_accelerator(config: Config, run_dir: Path) -> Accelerator:
     device = PartialState().device  # the device this process gets, before precision is fixed
     mixed = MIXED_PRECISION[pick_dtype(config.model.precision, device)]
+    # accelerate keeps one process-wide state and refuses a second run in the same process with
+    # another precision; each run sets its own (transformers' Trainer resets it the same way for
+    # sweeps). The process state (devices, process group) is kept.
+    AcceleratorState._reset_state()
     return Accelerator(mixed_precision=mixed, log_with="tensorboard", project_dir=run_dir,
                        step_scheduler_with_optimizer=False)
 
