@@ -1,13 +1,15 @@
 """The demo, in a reduced form: every stage runs and every report file is written."""
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from doctune.config import load_config
 from doctune.demo import DemoSettings, run_demo
 
-REDUCED = DemoSettings(train_docs=3, eval_docs=2, max_steps=2, batch_size=2, warmup_steps=0, eval_every=1,
+REDUCED = DemoSettings(train_docs=3, eval_docs=2, val_docs=1, max_steps=2, batch_size=2, warmup_steps=0, eval_every=1,
                        curve_eval_samples=2, eval_batch_size=8, max_new_tokens=4, examples_shown=2)
 
 
@@ -32,17 +34,31 @@ def test_reduced_demo_writes_report_curves_and_page(demo):
     assert first["query"]["en"] in html and html.count('<div class="card">') == 2
 
 
-def test_eval_pages_are_never_trained_on_and_blind_pages_are_blank(demo):
+def test_train_validation_and_eval_pages_are_apart_and_blind_pages_are_blank(demo):
     tmp_path, _ = demo
+    names = ("train", "val", "eval", "val-blind", "eval-blind")
     rows = {name: [json.loads(x) for x in (tmp_path / "data" / name / "data.jsonl").read_text().splitlines()]
-            for name in ("train", "eval", "eval-blind")}
-    train_pages = {Image.open(tmp_path / "data" / "train" / r["image"]).tobytes() for r in rows["train"]}
-    eval_pages = {Image.open(tmp_path / "data" / "eval" / r["image"]).tobytes() for r in rows["eval"]}
-    assert not train_pages & eval_pages
-    for row in rows["eval-blind"]:
-        page = Image.open(tmp_path / "data" / "eval-blind" / row["image"]).convert("L")
-        assert page.getextrema() == (255, 255)
-    assert [r["answers"] for r in rows["eval-blind"]] == [r["answers"] for r in rows["eval"]]
+            for name in names}
+
+    def pages(name):
+        return {Image.open(tmp_path / "data" / name / r["image"]).tobytes() for r in rows[name]}
+
+    train_pages, val_pages, eval_pages = pages("train"), pages("val"), pages("eval")
+    assert val_pages and not train_pages & eval_pages and not val_pages & (train_pages | eval_pages)
+    for name in ("val-blind", "eval-blind"):
+        for row in rows[name]:
+            page = Image.open(tmp_path / "data" / name / row["image"]).convert("L")
+            assert page.getextrema() == (255, 255)
+        assert [r["answers"] for r in rows[name]] == [r["answers"] for r in rows[name.removesuffix("-blind")]]
+
+
+def test_the_curve_and_the_checkpoint_choice_use_the_validation_set_only(demo):
+    tmp_path, _ = demo
+    for run in ("run", "run-blind"):
+        config = load_config(tmp_path / run / "config.yaml")
+        assert Path(config.data.eval).parent.name == run.replace("run", "val")
+    best = [json.loads(x)["id"] for x in (tmp_path / "run" / "best" / "predictions.jsonl").read_text().splitlines()]
+    assert best and all(i.startswith("invoice-3003-") for i in best)
 
 
 @pytest.mark.parametrize("method, frozen", [("full", True), ("lora", False)])

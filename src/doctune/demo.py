@@ -2,10 +2,11 @@
 
 The demo runs the same code users run on Idefics2-8B:
 
-1. generate target-domain train and eval sets (eval documents never trained on);
-2. evaluate doctune-tiny zero-shot (ANLS before);
-3. fine-tune it with :func:`doctune.train.train`;
-4. evaluate again (ANLS after);
+1. generate target-domain train, validation and eval sets (three draws of documents);
+2. evaluate doctune-tiny zero-shot on the eval set (ANLS before);
+3. fine-tune it with :func:`doctune.train.train`, which scores the validation set along the way
+   (the curve) and keeps its best checkpoint; the eval set plays no part in that choice;
+4. evaluate that checkpoint on the eval set (ANLS after);
 5. repeat 3-4 with every page blanked (the blind control: what can be guessed without reading);
 6. write ``report.json``, ``curves.png`` and ``report.html``.
 """
@@ -45,8 +46,10 @@ class DemoSettings(BaseModel):
     kind: str = Field("invoice", description="Target document kind; doctune-tiny was not pre-trained on it.")
     train_docs: int = Field(200, gt=0, description="Target-domain pages to fine-tune on.")
     eval_docs: int = Field(45, gt=0, description="Held-out target-domain pages (about 5 questions each).")
+    val_docs: int = Field(10, gt=0, description="Validation pages for the curve and the choice of checkpoint.")
     train_seed: int = 1001
     eval_seed: int = 2002
+    val_seed: int = 3003
     method: Literal["full", "lora", "dora"] = Field("full", description="Fine-tuning method.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="Compute precision of every step; 'auto' is bf16 on CPUs with AMX, else fp32."
@@ -60,17 +63,17 @@ class DemoSettings(BaseModel):
     learning_rate: float = Field(3e-4, gt=0)
     warmup_steps: int = Field(8, ge=0)
     eval_every: int = Field(18, gt=0, description="Steps between the curve's ANLS points.")
-    curve_eval_samples: int = Field(48, gt=0, description="Questions per curve point (the final eval uses all).")
+    curve_eval_samples: int = Field(48, gt=0, description="Validation questions per curve point.")
     eval_batch_size: int = Field(32, gt=0)
     max_new_tokens: int = Field(24, gt=0)
     examples_shown: int = Field(12, ge=0, description="Eval pages shown in report.html.")
 
 
-def _train_config(settings: DemoSettings, train_data: Path, eval_data: Path, output: Path) -> Config:
+def _train_config(settings: DemoSettings, train_data: Path, val_data: Path, output: Path) -> Config:
     return Config(
         model=ModelSettings(name=settings.model, method=settings.method, precision=settings.precision,
                             freeze_vision=settings.freeze_vision and settings.method == "full"),
-        data=DataSettings(train=str(train_data), eval=str(eval_data), max_eval_samples=settings.curve_eval_samples),
+        data=DataSettings(train=str(train_data), eval=str(val_data), max_eval_samples=settings.curve_eval_samples),
         train=TrainSettings(
             output=output, max_steps=settings.max_steps, batch_size=settings.batch_size, grad_accum=1,
             learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps, weight_decay=0.0,
@@ -101,9 +104,9 @@ def _evaluate(model: str, data: Path, output: Path, settings: DemoSettings) -> t
                           max_new_tokens=settings.max_new_tokens, precision=settings.precision)
 
 
-def _fine_tune(settings: DemoSettings, train_data: Path, eval_data: Path, run_dir: Path) -> float:
+def _fine_tune(settings: DemoSettings, train_data: Path, val_data: Path, run_dir: Path) -> float:
     start = time.perf_counter()
-    train(_train_config(settings, train_data, eval_data, run_dir))
+    train(_train_config(settings, train_data, val_data, run_dir))
     return time.perf_counter() - start
 
 
@@ -112,20 +115,22 @@ def run_demo(output: Path, settings: DemoSettings | None = None) -> dict:
     settings = settings or DemoSettings()
     started = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
-    log.info("1/5 generating %d %s pages to train on and %d to evaluate on", settings.train_docs, settings.kind,
-             settings.eval_docs)
+    log.info("1/5 generating %d %s pages to train on, %d to validate on and %d to evaluate on", settings.train_docs,
+             settings.kind, settings.val_docs, settings.eval_docs)
     train_data = write_dataset(output / "data" / "train", [settings.kind], settings.train_docs, settings.train_seed)
+    val_data = write_dataset(output / "data" / "val", [settings.kind], settings.val_docs, settings.val_seed)
     eval_data = write_dataset(output / "data" / "eval", [settings.kind], settings.eval_docs, settings.eval_seed)
     log.info("2/5 evaluating %s before fine-tuning", settings.model)
     before, before_rows = _evaluate(settings.model, eval_data, output / "eval-before", settings)
     log.info("3/5 fine-tuning (%s, %d steps)", settings.method, settings.max_steps)
-    train_seconds = _fine_tune(settings, train_data, eval_data, output / "run")
+    train_seconds = _fine_tune(settings, train_data, val_data, output / "run")
     log.info("4/5 evaluating after fine-tuning")
     after, after_rows = _evaluate(str(output / "run"), eval_data, output / "eval-after", settings)
     log.info("5/5 blind control: the same fine-tuning and evaluation on blanked pages")
     blind_train = blank_copy(train_data, output / "data" / "train-blind")
+    blind_val = blank_copy(val_data, output / "data" / "val-blind")
     blind_eval = blank_copy(eval_data, output / "data" / "eval-blind")
-    _fine_tune(settings, blind_train, blind_eval, output / "run-blind")
+    _fine_tune(settings, blind_train, blind_val, output / "run-blind")
     blind, _ = _evaluate(str(output / "run-blind"), blind_eval, output / "eval-blind", settings)
     report = {
         "anls_before": before["anls"], "anls_after": after["anls"], "anls_blind": blind["anls"],
@@ -144,23 +149,29 @@ def _read_metrics(run_dir: Path) -> list[dict]:
 
 
 def plot_curves(output: Path, report: dict) -> Path:
-    """``curves.png``: training loss and held-out ANLS per step, reading vs blind."""
+    """``curves.png``: training loss and validation ANLS per step, reading vs blind, with the
+    held-out ANLS before and after fine-tuning marked."""
     matplotlib.use("Agg")  # no display needed; called here, not at import, to leave callers' backends alone
     import matplotlib.pyplot as plt
 
     figure, (loss_ax, anls_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, label in (("run", "reading the page"), ("run-blind", "blind (pages blanked)")):
+    last_step = report["settings"]["max_steps"]
+    runs = (("run", "reading the page", report["anls_after"]), ("run-blind", "blind (pages blanked)", report["anls_blind"]))
+    for name, label, held_out in runs:
         rows = _read_metrics(output / name)
         losses = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-        scores = [(0, report["anls_before"])] + [(r["step"], r["eval/anls"]) for r in rows if "eval/anls" in r]
+        scores = [(r["step"], r["eval/anls"]) for r in rows if "eval/anls" in r]
         loss_ax.plot(*zip(*losses), label=label)
-        anls_ax.plot(*zip(*scores), marker="o", label=label)
+        line, = anls_ax.plot(*zip(*scores), marker="o", label=f"{label}: validation")
+        anls_ax.scatter([last_step], [held_out], marker="*", s=160, color=line.get_color(), zorder=3,
+                        label=f"{label}: held-out {held_out:.3f}")
+    anls_ax.scatter([0], [report["anls_before"]], marker="*", s=160, color="gray", zorder=3,
+                    label=f"before fine-tuning: held-out {report['anls_before']:.3f}")
     loss_ax.set(xlabel="step", ylabel="training loss (answer tokens)", yscale="log", title="Loss")
-    anls_ax.set(xlabel="step", ylabel="ANLS", ylim=(0, 1), title="Held-out ANLS")
-    anls_ax.axhline(report["anls_after"], color="gray", linestyle=":", label=f"final: {report['anls_after']:.3f}")
+    anls_ax.set(xlabel="step", ylabel="ANLS", ylim=(0, 1), title="ANLS (validation curve, held-out stars)")
     for axis in (loss_ax, anls_ax):
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize="small")
     figure.tight_layout()
     path = output / "curves.png"
     figure.savefig(path, dpi=110)
