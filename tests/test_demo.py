@@ -52,13 +52,15 @@ def test_train_validation_and_eval_pages_are_apart_and_blind_pages_are_blank(dem
         assert [r["answers"] for r in rows[name]] == [r["answers"] for r in rows[name.removesuffix("-blind")]]
 
 
-def test_the_curve_and_the_checkpoint_choice_use_the_validation_set_only(demo):
-    tmp_path, _ = demo
+def test_the_curve_uses_the_validation_set_and_after_is_the_end_of_the_schedule(demo):
+    tmp_path, report = demo
     for run in ("run", "run-blind"):
         config = load_config(tmp_path / run / "config.yaml")
         assert Path(config.data.eval).parent.name == run.replace("run", "val")
-    best = [json.loads(x)["id"] for x in (tmp_path / "run" / "best" / "predictions.jsonl").read_text().splitlines()]
-    assert best and all(i.startswith("invoice-3003-") for i in best)
+    scored = [json.loads(x)["id"] for x in (tmp_path / "run" / "best" / "predictions.jsonl").read_text().splitlines()]
+    assert scored and all(i.startswith("invoice-3003-") for i in scored)
+    final = tmp_path / report["evaluated_after"]
+    assert json.loads((final / "trainer_state.json").read_text())["step"] == REDUCED.max_steps
 
 
 @pytest.mark.parametrize("method, frozen", [("full", True), ("lora", False)])
