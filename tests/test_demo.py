@@ -15,8 +15,12 @@ REDUCED = DemoSettings(train_docs=3, eval_docs=2, val_docs=1, max_steps=2, batch
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    output = tmp_path_factory.mktemp("demo")
-    return output, run_demo(output, REDUCED)
+    """The reduced demo, given a relative output folder as in the README's command."""
+    root = tmp_path_factory.mktemp("demo")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        report = run_demo(Path("runs/demo"), REDUCED)
+    return root / "runs" / "demo", report
 
 
 def test_reduced_demo_writes_report_curves_and_page(demo):
