@@ -123,6 +123,18 @@ def test_jsonl_split_subfolder_and_question_field(tmp_path):
     assert dataset[0].id == "0"  # no id field: the record index stands in
 
 
+def test_folder_with_a_lone_data_jsonl_is_read_for_any_split(tmp_path):
+    make_docvqa_jsonl(tmp_path / "docs" / "data.jsonl", n=2)
+    for split in ("train", "test"):
+        assert [x.id for x in load_docvqa(str(tmp_path / "docs"), split=split)] == ["doc-0", "doc-1"]
+
+
+def test_split_file_wins_over_a_lone_data_jsonl(tmp_path):
+    make_docvqa_jsonl(tmp_path / "data.jsonl", n=2)
+    make_docvqa_jsonl(tmp_path / "test.jsonl", n=1)
+    assert len(load_docvqa(str(tmp_path), split="test")) == 1
+
+
 def test_jsonl_absolute_image_path(tmp_path):
     image = tmp_path / "pages"
     make_docvqa_jsonl(tmp_path / "unused.jsonl", n=1, image_dir="pages")

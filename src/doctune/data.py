@@ -240,8 +240,8 @@ def load_docvqa(
         source: A Hugging Face hub dataset id (``nielsr/docvqa_1200_examples``),
             a ``save_to_disk`` folder, a ``.parquet`` file or folder of
             parquet files, a ``.jsonl`` file, or a folder holding
-            ``<split>.jsonl`` or ``<split>/data.jsonl``. Existing local paths
-            win over hub ids.
+            ``<split>.jsonl``, ``<split>/data.jsonl`` or one ``data.jsonl``
+            (as ``doctune synth`` writes). Existing local paths win over hub ids.
         split: Split to read. Ignored for a single parquet or JSONL file and
             for a folder saved from a single ``Dataset``.
         language: Key of the ``query`` mapping to use; plain-string queries

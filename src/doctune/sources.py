@@ -80,14 +80,17 @@ def _open_file(path: Path) -> OpenedSource:
 
 
 def _open_folder(path: Path, split: str) -> OpenedSource:
-    """Open a save_to_disk folder, a split JSONL, or parquet files in ``path``.
+    """Open a save_to_disk folder, a split JSONL, a lone ``data.jsonl``, or parquet files in ``path``.
+
+    A folder whose JSONL is a lone ``data.jsonl`` (what ``doctune synth`` writes) is one
+    dataset: it is read for any split, as a single JSONL file is.
 
     Raises:
         DataError: If the folder holds none of these, or not the split.
     """
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         return _open_saved(path, split)
-    for candidate in (path / f"{split}.jsonl", path / split / "data.jsonl"):
+    for candidate in (path / f"{split}.jsonl", path / split / "data.jsonl", path / "data.jsonl"):
         if candidate.is_file():
             return _open_jsonl(candidate)
     files = _split_parquet_files(path, split)
@@ -95,7 +98,7 @@ def _open_folder(path: Path, split: str) -> OpenedSource:
         return _open_parquet(files, f"{path} (split {split!r})", path)
     raise DataError(
         f"Folder {path} holds no data for split {split!r}: expected a save_to_disk folder, "
-        f"{split}.jsonl, {split}/data.jsonl, or .parquet files."
+        f"{split}.jsonl, {split}/data.jsonl, data.jsonl, or .parquet files."
     )
 
 
