@@ -62,7 +62,7 @@ def test_the_curve_uses_the_validation_set_and_after_is_the_end_of_the_schedule(
         config = load_config(tmp_path / run / "config.yaml")
         assert Path(config.data.eval).parent.name == run.replace("run", "val")
     scored = [json.loads(x)["id"] for x in (tmp_path / "run" / "best" / "predictions.jsonl").read_text().splitlines()]
-    assert scored and all(i.startswith("invoice-3003-") for i in scored)
+    assert scored and all(i.startswith(f"{REDUCED.kind}-{REDUCED.val_seed}-") for i in scored)
     final = tmp_path / report["evaluated_after"]
     assert json.loads((final / "trainer_state.json").read_text())["step"] == REDUCED.max_steps
 

@@ -131,8 +131,10 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
+    """The step folder ``checkpoints/last`` points at, under ``run_dir`` as given (relative
+    stays relative), or ``None`` before the first save."""
     link = run_dir / CHECKPOINTS / LAST
-    return link.resolve() if link.exists() else None
+    return link.parent / os.readlink(link) if link.exists() else None
 
 
 def load_training_state(checkpoint: Path) -> tuple[dict, TrainerState]:

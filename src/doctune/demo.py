@@ -140,7 +140,7 @@ def run_demo(output: Path, settings: DemoSettings | None = None) -> dict:
         "anls_before": before["anls"], "anls_after": after["anls"], "anls_blind": blind["anls"],
         "exact_match_before": before["exact_match"], "exact_match_after": after["exact_match"],
         "train_seconds": round(train_seconds, 1), "num_eval": after["num_samples"],
-        "evaluated_after": str(final.relative_to(output.resolve())),
+        "evaluated_after": str(final.relative_to(output)),
         "total_seconds": round(time.perf_counter() - started, 1), "settings": settings.model_dump(),
     }
     write_text_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
