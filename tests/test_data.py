@@ -14,9 +14,11 @@ from fixtures import (
     make_docvqa_parquet,
     make_docvqa_parquet_folder,
     make_docvqa_saved_dict,
+    make_page_image,
+    page_png_bytes,
 )
 
-from doctune.data import DataError, DocVQADataset, Example, load_docvqa
+from doctune.data import DataError, DocVQADataset, Example, PageConversations, load_docvqa
 from doctune.images import ImageLoadError
 
 ONLY_EN = {"de": None, "en": "What is it?", "es": None, "fr": None, "it": None}
@@ -295,3 +297,42 @@ def test_dataset_from_rows_accepts_pil_images(tmp_path):
     assert dataset[0].image.mode == "RGB"
     with pytest.raises(IndexError):
         dataset[1]
+
+
+def _rows_about_pages(questions_per_page: list[int], image) -> list[dict]:
+    """Records whose ``image`` is produced by ``image(page)``; page p has questions_per_page[p] questions."""
+    return [{"id": f"p{page}-q{q}", "image": image(page), "query": f"Q{q} about {page}?", "answers": [f"A{page}.{q}"]}
+            for page, count in enumerate(questions_per_page) for q in range(count)]
+
+
+@pytest.mark.parametrize("image", [
+    make_page_image,  # PIL images: grouped by pixels
+    lambda page: {"bytes": page_png_bytes(page), "path": None},  # encoded bytes, as hub datasets give
+], ids=["pil", "bytes"])
+def test_page_conversations_deal_each_pages_questions_into_even_samples(image):
+    dataset = DocVQADataset(_rows_about_pages([7, 2, 1], image), source_name="pages")
+    samples = PageConversations(dataset, per_sample=3, seed=5)
+    sizes = sorted(len(sample) for sample in samples.samples)
+    assert sizes == [1, 2, 2, 2, 3]  # page 0's 7 questions as 3+2+2, page 1's 2 together, page 2's 1 alone
+    assert sorted(i for sample in samples.samples for i in sample) == list(range(10))
+    for k in range(len(samples)):
+        sample = samples[k]
+        assert len({example.id.split("-")[0] for example in sample}) == 1
+        assert all(example.image is sample[0].image for example in sample)  # decoded once
+    assert PageConversations(dataset, per_sample=3, seed=5).samples == samples.samples
+    assert PageConversations(dataset, per_sample=3, seed=6).samples != samples.samples
+
+
+def test_page_conversations_of_one_question_keep_the_dataset_order(tmp_path):
+    dataset = load_docvqa(str(make_docvqa_jsonl(tmp_path / "d.jsonl", n=4)))
+    samples = PageConversations(dataset, per_sample=1)
+    assert samples.samples == [[0], [1], [2], [3]]
+    assert [sample[0].id for sample in (samples[i] for i in range(4))] == [dataset[i].id for i in range(4)]
+
+
+def test_page_key_tells_pages_apart_by_path(tmp_path):
+    rows = [{"id": str(i), "image": f"images/page_{i % 2}.png", "query": "Q?", "answers": ["A"]} for i in range(4)]
+    dataset = load_docvqa(str(make_docvqa_jsonl(tmp_path / "d.jsonl", n=2, rows=rows)))
+    assert [dataset.page_key(i) for i in range(4)] == [dataset.page_key(0), dataset.page_key(1)] * 2
+    assert dataset.page_key(0) != dataset.page_key(1)
+    assert [len(s) for s in PageConversations(dataset, per_sample=4).samples] == [2, 2]

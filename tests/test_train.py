@@ -17,8 +17,9 @@ from doctune.checkpoint import (
     load_for_inference,
 )
 from doctune.config import ConfigError, load_config
-from doctune.data import load_docvqa
+from doctune.data import PageConversations, load_docvqa
 from doctune.models import MODEL_CLASS, TINY_MODEL_DIR, load_model, load_processor
+from doctune.synth import write_dataset
 from doctune.train import RunFolderError, _BatchStream, _optimizer_step, train
 
 PROCESSOR_FILES = {"chat_template.jinja", "processor_config.json", "tokenizer.json", "tokenizer_config.json"}
@@ -107,9 +108,18 @@ def _losses(run):
     return {row["step"]: row["loss"] for row in rows if "loss" in row}
 
 
-def test_a_killed_and_resumed_run_reaches_the_same_loss(docvqa_folder, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def receipts(tmp_path_factory):
+    """Three synthetic receipts with several questions each (a doctune synth folder)."""
+    return write_dataset(tmp_path_factory.mktemp("receipts"), ["receipt"], 3, seed=5).parent
+
+
+@pytest.mark.parametrize("data, per_sample", [("docvqa", 1), ("receipts", 4)], ids=["one-question", "conversations"])
+def test_a_killed_and_resumed_run_reaches_the_same_loss(request, data, per_sample, tmp_path, monkeypatch):
     # LoRA dropout 0.1 makes the run depend on the RNG state, which resume must restore.
-    settings = ["model.method=lora", "train.max_steps=6", "train.save_every=1"]
+    docvqa_folder = request.getfixturevalue({"docvqa": "docvqa_folder", "receipts": "receipts"}[data])
+    settings = ["model.method=lora", "train.max_steps=6", "train.save_every=1",
+                f"data.questions_per_sample={per_sample}"]
     whole = train(make_config(docvqa_folder, tmp_path / "whole", *settings))
 
     original = train_module.save_checkpoint
@@ -162,7 +172,8 @@ def _first_step(folder, output, batch_size, grad_accum):
                          f"train.grad_accum={grad_accum}")
     accelerator = Accelerator()
     model = load_model(config.model, accelerator.device)
-    stream = _BatchStream(accelerator, load_docvqa(str(folder)), load_processor("doctune-tiny"), config, TrainerState())
+    samples = PageConversations(load_docvqa(str(folder)))
+    stream = _BatchStream(accelerator, samples, load_processor("doctune-tiny"), config, TrainerState())
     loss, tokens = _optimizer_step(accelerator, model, stream, config)
     return loss, tokens, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 

@@ -78,6 +78,9 @@ class DataSettings(_Strict):
     skip_invalid: bool = Field(False, description="Skip and count bad records instead of stopping.")
     max_train_samples: int | None = Field(None, gt=0, description="Use only the first N training records.")
     max_eval_samples: int | None = Field(None, gt=0, description="Evaluate on the first N records only.")
+    questions_per_sample: int = Field(
+        1, gt=0, description="Train on up to N questions about the same page as one multi-turn chat: the page's "
+                             "image tokens are encoded once for N answers. train.batch_size counts these samples.")
 
 
 class TrainSettings(_Strict):

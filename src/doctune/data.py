@@ -14,6 +14,8 @@ decoded pages of a whole split do not fit in memory.
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +83,7 @@ class _Entry:
     id: str
     question: str
     answers: tuple[str, ...]
+    page: str  # what identifies the page image, for grouping the questions about one page
 
 
 
@@ -140,10 +143,25 @@ class DocVQADataset(torch.utils.data.Dataset):
             IndexError: If ``index`` is out of range.
             ImageLoadError: If the image became unreadable after validation.
         """
-        entry = self._entries[index]
-        value = self._rows[entry.row]["image"]
-        image = _load_image(value, self._base_dir, self._record_name(entry.row, entry.id))
-        return Example(id=entry.id, image=image, question=entry.question, answers=list(entry.answers))
+        return self.examples([index])[0]
+
+    def examples(self, indices: Sequence[int]) -> list[Example]:
+        """Records ``indices`` in that order; each distinct page among them is decoded once and
+        shared, so records about one page hold the same image object."""
+        pages: dict[str, Image.Image] = {}
+        examples = []
+        for index in indices:
+            entry = self._entries[index]
+            if entry.page not in pages:
+                value = self._rows[entry.row]["image"]
+                pages[entry.page] = _load_image(value, self._base_dir, self._record_name(entry.row, entry.id))
+            examples.append(Example(id=entry.id, image=pages[entry.page], question=entry.question,
+                                    answers=list(entry.answers)))
+        return examples
+
+    def page_key(self, index: int) -> str:
+        """What identifies record ``index``'s page: equal for records that show the same image."""
+        return self._entries[index].page
 
     def _record_name(self, row: int, record_id: str) -> str:
         """Name a record for messages: source, index and id."""
@@ -203,10 +221,11 @@ class DocVQADataset(torch.utils.data.Dataset):
         value = _required(record, "image")
         try:
             # Decode once to prove the image is readable, then let it go: pages are big.
-            _load_image(value, self._base_dir, self._record_name(row, record_id))
+            image = _load_image(value, self._base_dir, self._record_name(row, record_id))
         except ImageLoadError as exc:
             raise _RecordProblem(f"unreadable image: {exc}") from exc
-        return _Entry(row=row, id=record_id, question=question, answers=answers)
+        return _Entry(row=row, id=record_id, question=question, answers=answers,
+                      page=_page_key(value, self._base_dir, image))
 
     def _check_not_empty(self, report: DataReport) -> None:
         """Refuse a dataset without records.
@@ -225,6 +244,48 @@ class DocVQADataset(torch.utils.data.Dataset):
             f"No valid records in {self.source_name}: all {report.total} records are invalid. "
             f"First problem: {report.problems[0]}"
         )
+
+
+class PageConversations(torch.utils.data.Dataset):
+    """Training samples of up to ``per_sample`` questions about the same page.
+
+    A sample is trained on as one multi-turn chat that shows its page once, so the page's
+    image tokens are encoded once for all of its answers. With ``per_sample=1`` every record is
+    its own sample, in the dataset's order. Otherwise each page's questions (pages in order of
+    first appearance) are shuffled with ``seed`` and dealt into the fewest samples that hold at
+    most ``per_sample``, whose sizes differ by at most one: the same samples for the same seed,
+    so a resumed run sees the same conversations.
+
+    Args:
+        dataset: The validated records.
+        per_sample: Most questions in one sample.
+        seed: Seed of the order of questions within a page.
+    """
+
+    def __init__(self, dataset: DocVQADataset, per_sample: int = 1, seed: int = 0) -> None:
+        if per_sample < 1:
+            raise ValueError(f"per_sample must be at least 1, got {per_sample}")
+        self.dataset = dataset
+        if per_sample == 1:
+            self.samples = [[index] for index in range(len(dataset))]
+            return
+        pages: dict[str, list[int]] = {}
+        for index in range(len(dataset)):
+            pages.setdefault(dataset.page_key(index), []).append(index)
+        rng = random.Random(seed)
+        self.samples = []
+        for indices in pages.values():
+            rng.shuffle(indices)
+            count = -(-len(indices) // per_sample)
+            self.samples.extend(indices[part::count] for part in range(count))
+
+    def __len__(self) -> int:
+        """Return the number of samples."""
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> list[Example]:
+        """Return sample ``index``: its questions, sharing one decoded page."""
+        return self.dataset.examples(self.samples[index])
 
 
 def load_docvqa(
@@ -399,6 +460,16 @@ def _load_image(value: Any, base_dir: Path | None, name: str) -> Image.Image:
     raise ImageLoadError(
         f"{name}: image must be a path, a {{'bytes', 'path'}} mapping or a PIL image, got {type(value).__name__}"
     )
+
+
+def _page_key(value: Any, base_dir: Path | None, image: Image.Image) -> str:
+    """Identify a record's page: by its encoded bytes or path where it has them, else by its pixels."""
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        return "bytes:" + hashlib.sha1(value["bytes"]).hexdigest()
+    path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
+    if path is not None:
+        return f"path:{_resolve(path, base_dir)}"
+    return f"pixels:{image.size}:" + hashlib.sha1(image.tobytes()).hexdigest()
 
 
 def _resolve(path: str, base_dir: Path | None) -> Path:

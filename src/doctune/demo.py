@@ -61,6 +61,8 @@ class DemoSettings(BaseModel):
         True, description="Full fine-tuning: keep the pre-trained vision encoder as it is. It already reads "
                           "the glyphs of every kind, and a step skips its backward pass."
     )
+    questions_per_sample: int = Field(
+        1, gt=0, description="Questions about one page trained on together, as one multi-turn chat.")
     max_steps: int = Field(36, gt=0)
     batch_size: int = Field(16, gt=0)
     learning_rate: float = Field(3e-4, gt=0)
@@ -76,7 +78,8 @@ def _train_config(settings: DemoSettings, train_data: Path, val_data: Path, outp
     return Config(
         model=ModelSettings(name=settings.model, method=settings.method, precision=settings.precision,
                             freeze_vision=settings.freeze_vision and settings.method == "full"),
-        data=DataSettings(train=str(train_data), eval=str(val_data), max_eval_samples=settings.curve_eval_samples),
+        data=DataSettings(train=str(train_data), eval=str(val_data), max_eval_samples=settings.curve_eval_samples,
+                          questions_per_sample=settings.questions_per_sample),
         train=TrainSettings(
             output=output, max_steps=settings.max_steps, batch_size=settings.batch_size, grad_accum=1,
             learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps, weight_decay=0.0,

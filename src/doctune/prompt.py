@@ -2,7 +2,9 @@
 
 Training, evaluation and prediction all render questions through :func:`render_prompt`, so the
 text the model answers at serving time is byte-for-byte the text it was trained on. The loss
-covers the answer and its end-of-utterance token only (:func:`answer_labels`).
+covers the answers and their end-of-utterance tokens only (:func:`answer_labels`). A training
+sample may hold several questions about one page as a multi-turn chat (the page shown once);
+its first turn is exactly the one-question text.
 """
 
 from collections.abc import Sequence
@@ -16,9 +18,17 @@ END_OF_UTTERANCE = "<end_of_utterance>"
 
 def build_messages(question: str, answer: str | None = None) -> list[dict]:
     """A one-turn chat: the page image and the question, then the answer if given."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    if answer is not None:
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return _chat([(question, answer)])
+
+
+def _chat(turns: Sequence[tuple[str, str | None]]) -> list[dict]:
+    """Chat messages about one page: the image opens the first user turn; a ``None`` answer is left out."""
+    messages = []
+    for position, (question, answer) in enumerate(turns):
+        content = [{"type": "image"}] if position == 0 else []
+        messages.append({"role": "user", "content": content + [{"type": "text", "text": question}]})
+        if answer is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return messages
 
 
@@ -27,67 +37,89 @@ def render_prompt(processor, question: str) -> str:
     return processor.apply_chat_template(build_messages(question), add_generation_prompt=True)
 
 
-def render_conversation(processor, question: str, answer: str) -> str:
-    """Chat-template text for a question and its answer, as used for training."""
-    return processor.apply_chat_template(build_messages(question, answer))
+def render_conversation(processor, turns: Sequence[tuple[str, str]]) -> str:
+    """Chat-template text of (question, answer) turns about one page, as used for training.
+
+    One turn renders exactly as :func:`render_prompt` followed by the answer; later turns
+    carry no image of their own (the page is shown once, at the start).
+    """
+    return processor.apply_chat_template(_chat(turns))
 
 
-def answer_labels(input_ids: torch.Tensor, prompt_lengths: Sequence[int], eou_id: int) -> torch.Tensor:
-    """Labels that train on the answer and its closing end-of-utterance token only.
+def _turn_prompts(processor, turns: Sequence[tuple[str, str]]) -> list[str]:
+    """For each turn, the conversation text up to where that turn's answer starts."""
+    return [processor.apply_chat_template(_chat([*turns[:t], (turns[t][0], None)]), add_generation_prompt=True)
+            for t in range(len(turns))]
+
+
+def answer_labels(input_ids: torch.Tensor, answer_starts: Sequence[Sequence[int]], eou_id: int) -> torch.Tensor:
+    """Labels that train on the answers and their closing end-of-utterance tokens only.
 
     Args:
-        input_ids: ``[batch, seq]`` right-padded token ids of prompt + answer conversations.
-        prompt_lengths: per row, the number of tokens of the prompt (everything up to and
-            including ``Assistant:``).
+        input_ids: ``[batch, seq]`` right-padded token ids of conversations.
+        answer_starts: per row, the position where each answer starts (the token count of the
+            conversation up to and including that turn's ``Assistant:``).
         eou_id: id of the ``<end_of_utterance>`` token.
 
     Returns:
-        ``[batch, seq]`` labels: ``input_ids`` from the end of the prompt through the first
-        end-of-utterance after it, ``IGNORE_INDEX`` elsewhere (prompt, image, question,
-        trailing newline and padding).
+        ``[batch, seq]`` labels: ``input_ids`` from each answer start through the first
+        end-of-utterance after it, ``IGNORE_INDEX`` elsewhere (image, questions, the chat
+        template's words, trailing newlines and padding).
 
     Raises:
-        ValueError: a row has no end-of-utterance after its prompt (it was truncated).
+        ValueError: an answer has no end-of-utterance after its start (it was truncated).
     """
     labels = torch.full_like(input_ids, IGNORE_INDEX)
-    for row, start in enumerate(prompt_lengths):
-        closing = (input_ids[row, start:] == eou_id).nonzero()
-        if len(closing) == 0:
-            raise ValueError(f"row {row}: no {END_OF_UTTERANCE} after the prompt; was the text truncated?")
-        end = start + int(closing[0]) + 1
-        labels[row, start:end] = input_ids[row, start:end]
+    for row, starts in enumerate(answer_starts):
+        for start in starts:
+            closing = (input_ids[row, start:] == eou_id).nonzero()
+            if len(closing) == 0:
+                raise ValueError(f"row {row}: no {END_OF_UTTERANCE} after the answer starting at token {start}; "
+                                 "was the text truncated?")
+            end = start + int(closing[0]) + 1
+            labels[row, start:end] = input_ids[row, start:end]
     return labels
 
 
-def _prompt_lengths(processor, prompts: list[str], full_ids: torch.Tensor) -> list[int]:
-    """Token counts of the prompts, checked to be a prefix of the full conversations."""
-    prompt_ids = processor(text=prompts)["input_ids"]
-    for row, ids in enumerate(prompt_ids):
-        if full_ids[row, : len(ids)].tolist() != list(ids):
-            raise ValueError(
-                "the tokenizer splits the prompt differently when the answer follows it; "
-                f"cannot tell answer tokens apart (row {row}: {prompts[row]!r})"
-            )
-    return [len(ids) for ids in prompt_ids]
+def _answer_starts(processor, conversations: Sequence[Sequence[tuple[str, str]]], full_ids: torch.Tensor) -> list[list[int]]:
+    """Token positions where each turn's answer starts, checked against the full conversations."""
+    prompts = [_turn_prompts(processor, turns) for turns in conversations]
+    prompt_ids = processor(text=[text for row in prompts for text in row])["input_ids"]
+    starts, flat = [], iter(prompt_ids)
+    for row, row_prompts in enumerate(prompts):
+        starts.append([])
+        for text in row_prompts:
+            ids = list(next(flat))
+            if full_ids[row, : len(ids)].tolist() != ids:
+                raise ValueError(
+                    "the tokenizer splits the prompt differently when the answer follows it; "
+                    f"cannot tell answer tokens apart (row {row}: {text!r})"
+                )
+            starts[-1].append(len(ids))
+    return starts
 
 
 def collate_for_training(
-    processor, images: list[Image.Image], questions: list[str], answers: list[str]
+    processor, images: list[Image.Image], conversations: Sequence[Sequence[tuple[str, str]]]
 ) -> dict[str, torch.Tensor]:
     """Batch conversations with right padding and answer-only labels.
+
+    Args:
+        processor: the model's processor.
+        images: one page per row.
+        conversations: per row, the (question, answer) turns about that page; usually one.
 
     Returns:
         The processor's tensors (``input_ids``, ``attention_mask``, ``pixel_values``,
         ``pixel_attention_mask``) plus ``labels``.
     """
-    texts = [render_conversation(processor, q, a) for q, a in zip(questions, answers)]
+    texts = [render_conversation(processor, turns) for turns in conversations]
     batch = processor(
         text=texts, images=[[image] for image in images], padding=True, padding_side="right", return_tensors="pt"
     )
-    prompts = [render_prompt(processor, q) for q in questions]
-    lengths = _prompt_lengths(processor, prompts, batch["input_ids"])
+    starts = _answer_starts(processor, conversations, batch["input_ids"])
     eou_id = processor.tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE)
-    batch["labels"] = answer_labels(batch["input_ids"], lengths, eou_id)
+    batch["labels"] = answer_labels(batch["input_ids"], starts, eou_id)
     return dict(batch)
 
 

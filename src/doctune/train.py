@@ -36,7 +36,7 @@ from doctune.checkpoint import (
     set_rng_state,
 )
 from doctune.config import Config
-from doctune.data import DocVQADataset, Example, load_docvqa
+from doctune.data import DocVQADataset, Example, PageConversations, load_docvqa
 from doctune.errors import DoctuneError
 from doctune.evaluate import evaluate, write_results
 from doctune.files import write_text_atomic
@@ -53,10 +53,10 @@ class RunFolderError(DoctuneError, ValueError):
     """The output folder cannot be used the way the user asked."""
 
 
-def collate(processor, examples: list[Example]) -> dict[str, torch.Tensor]:
+def collate(processor, samples: list[list[Example]]) -> dict[str, torch.Tensor]:
     # Train on the first gold answer: deterministic, so a resumed run sees the same targets.
-    return collate_for_training(processor, [e.image for e in examples], [e.question for e in examples],
-                                [e.answers[0] for e in examples])
+    return collate_for_training(processor, [sample[0].image for sample in samples],
+                                [[(e.question, e.answers[0]) for e in sample] for sample in samples])
 
 
 def epoch_batches(num_examples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -69,7 +69,8 @@ def epoch_batches(num_examples: int, batch_size: int, seed: int, epoch: int) -> 
 class _BatchStream:
     """Micro-batches across epochs, keeping ``state.epoch`` / ``state.batches_in_epoch`` current."""
 
-    def __init__(self, accelerator: Accelerator, dataset: DocVQADataset, processor, config: Config, state: TrainerState):
+    def __init__(self, accelerator: Accelerator, dataset: PageConversations, processor, config: Config,
+                 state: TrainerState):
         self.accelerator, self.dataset, self.processor = accelerator, dataset, processor
         self.config, self.state = config, state
         self._iterator = None
@@ -124,18 +125,22 @@ def _setup_accelerator(config: Config, run_dir: Path) -> Accelerator:
                        step_scheduler_with_optimizer=False)
 
 
-def _setup_data(config: Config) -> tuple[DocVQADataset, DocVQADataset | None]:
+def _setup_data(config: Config) -> tuple[PageConversations, DocVQADataset | None]:
     data = config.data
     if data.train is None:
         raise ValueError("no training data: set data.train (or --data) to a hub id, folder, parquet or JSONL file")
     train = load_docvqa(data.train, data.train_split, data.language, data.skip_invalid, data.max_train_samples)
     _report_skipped("train", train)
+    samples = PageConversations(train, data.questions_per_sample, config.train.seed)
+    if data.questions_per_sample > 1:
+        log.info("training on %d samples of up to %d questions about one page (%d questions)", len(samples),
+                 data.questions_per_sample, len(train))
     if config.train.eval_every is None:
-        return train, None
+        return samples, None
     evaluation = load_docvqa(data.eval or data.train, data.eval_split, data.language, data.skip_invalid,
                              data.max_eval_samples)
     _report_skipped("eval", evaluation)
-    return train, evaluation
+    return samples, evaluation
 
 
 def _report_skipped(name: str, dataset: DocVQADataset) -> None:
