@@ -23,7 +23,7 @@ def predict_dataset(predictor: Predictor, dataset: DocVQADataset, batch_size: in
     rows = []
     bar = tqdm(total=len(dataset), desc="evaluating", unit="q", disable=not progress)
     for start in range(0, len(dataset), batch_size):
-        examples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        examples = dataset.examples(range(start, min(start + batch_size, len(dataset))))
         predictions = predictor.answer([e.image for e in examples], [e.question for e in examples])
         for example, prediction in zip(examples, predictions):
             rows.append({"id": example.id, "question": example.question, "prediction": prediction,
