@@ -39,43 +39,70 @@ class Predictor:
     def answer(self, images: Sequence[Image.Image], questions: Sequence[str]) -> list[str]:
         """Greedy answers for one batch of (image, question) pairs, stripped of whitespace.
 
-        Rows that pass the same image object share its encoding: the vision encoder and the
-        connector run once per distinct page, not once per question.
+        Rows that pass the same image object share its prompt prefix: the page and the chat
+        template's text before the question run through the model once per distinct page, not
+        once per question (see :meth:`_prefill_pages_once`).
         """
         batch = collate_for_generation(self.processor, list(images), list(questions))
         batch = {k: v.to(self.device) for k, v in batch.items()}
         batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        inputs = self._prefill_pages_once(batch, images) or batch
         output = self.model.generate(
-            **self._encode_pages_once(batch, images),
+            **inputs,
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
             eos_token_id=self._stop_ids,
             pad_token_id=self._pad_id,
         )
-        # Left padding puts every prompt's end at the same column, so the answers start there.
-        answers = output[:, batch["input_ids"].shape[1]:]
+        # Every row's prompt ends at the same column, so the answers start there.
+        answers = output[:, inputs["input_ids"].shape[1]:]
         texts = self.processor.batch_decode(answers, skip_special_tokens=True)
         return [text.strip() for text in texts]
 
-    def _encode_pages_once(self, batch: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> dict:
-        """Generation inputs with the image features computed once per distinct page.
+    def _prefill_pages_once(self, batch: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> dict | None:
+        """Generation inputs whose shared prompt prefix is already in the cache, one per distinct page.
 
-        ``generate`` would encode every row's pixels; here the distinct pages are encoded and
-        their features repeated for the rows that ask about them, passed as the pre-computed
-        ``mm_encoder_outputs`` that ``generate`` accepts (the encoder returns one feature tensor
-        per row, image splits included). Left as it is when every page is distinct.
+        Every prompt opens with the same tokens (the chat template's start and the page's image
+        tokens); only the page's pixels differ. That prefix, the bulk of a prompt, runs once per
+        distinct page; its key/value cache is copied to the rows that ask about the page, and
+        ``generate`` continues each row from there with its question. The padding moves from the
+        left edge to between the prefix and the question, masked out; positions come from the
+        attention mask, so each row is computed as if asked alone.
+
+        Returns ``None`` (generate as usual) when every page is distinct or the shared prefix
+        does not hold every image token.
         """
         slots: dict[int, int] = {}
         row_page = [slots.setdefault(id(image), len(slots)) for image in images]
         if len(slots) == len(images):
-            return batch
+            return None
+        prompts = [ids[keep.bool()] for ids, keep in zip(batch["input_ids"], batch["attention_mask"])]
+        shared = _common_prefix_length(prompts)
+        if any((prompt[shared:] == self.model.config.image_token_id).any() for prompt in prompts):
+            return None
         first_rows = torch.tensor([row_page.index(page) for page in range(len(slots))], device=self.device)
-        features = self.model.get_image_features(
-            batch["pixel_values"][first_rows], batch["pixel_attention_mask"][first_rows], return_dict=True,
-        )
-        features.pooler_output = [features.pooler_output[page] for page in row_page]
-        shared = {k: v for k, v in batch.items() if k not in ("pixel_values", "pixel_attention_mask")}
-        return {**shared, "mm_encoder_outputs": {"image": features}}
+        prefix = prompts[0][:shared].expand(len(slots), shared)
+        cache = self.model(
+            input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=1,
+            pixel_values=batch["pixel_values"][first_rows], pixel_attention_mask=batch["pixel_attention_mask"][first_rows],
+        ).past_key_values
+        cache.reorder_cache(torch.tensor(row_page, device=self.device))
+        width = max(len(prompt) for prompt in prompts)
+        input_ids = torch.full((len(prompts), width), self._pad_id, dtype=prefix.dtype, device=self.device)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, prompt in enumerate(prompts):
+            question = len(prompt) - shared
+            input_ids[row, :shared], input_ids[row, width - question:] = prompt[:shared], prompt[shared:]
+            attention_mask[row, :shared] = attention_mask[row, width - question:] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": cache}
+
+
+def _common_prefix_length(prompts: Sequence[torch.Tensor]) -> int:
+    """How many leading tokens all ``prompts`` share, leaving each at least its last token."""
+    shortest = min(len(prompt) for prompt in prompts) - 1
+    heads = torch.stack([prompt[:shortest] for prompt in prompts])
+    differs = (heads != heads[0]).any(dim=0).nonzero()
+    return int(differs[0]) if len(differs) else shortest
 
 
 def load_predictor(spec: str, max_new_tokens: int = 32, precision: str = "auto") -> Predictor:
