@@ -18,8 +18,9 @@ from fixtures import (
     page_png_bytes,
 )
 
+from doctune import data
 from doctune.data import DataError, DocVQADataset, Example, PageConversations, load_docvqa
-from doctune.images import ImageLoadError
+from doctune.images import ImageLoadError, load_page
 
 ONLY_EN = {"de": None, "en": "What is it?", "es": None, "fr": None, "it": None}
 
@@ -336,3 +337,23 @@ def test_page_key_tells_pages_apart_by_path(tmp_path):
     assert [dataset.page_key(i) for i in range(4)] == [dataset.page_key(0), dataset.page_key(1)] * 2
     assert dataset.page_key(0) != dataset.page_key(1)
     assert [len(s) for s in PageConversations(dataset, per_sample=4).samples] == [2, 2]
+
+
+def test_validation_decodes_each_page_once_however_many_questions_it_has(tmp_path, monkeypatch):
+    rows = [{"id": str(i), "image": f"images/page_{i % 2}.png", "query": "Q?", "answers": ["A"]} for i in range(6)]
+    source = make_docvqa_jsonl(tmp_path / "d.jsonl", n=2, rows=rows)
+    decoded = []
+    monkeypatch.setattr(data, "load_page", lambda path: decoded.append(path.name) or load_page(path))
+    dataset = load_docvqa(str(source))
+    assert len(dataset) == 6
+    assert sorted(decoded) == ["page_0.png", "page_1.png"]
+
+
+def test_an_unreadable_page_is_reported_for_every_question_about_it(tmp_path):
+    rows = [{"id": str(i), "image": f"images/page_{i % 2}.png", "query": "Q?", "answers": ["A"]} for i in range(4)]
+    source = make_docvqa_jsonl(tmp_path / "d.jsonl", n=2, rows=rows)
+    (tmp_path / "images" / "page_1.png").write_bytes(b"not a png")
+    dataset = load_docvqa(str(source), skip_invalid=True)
+    assert [dataset[i].id for i in range(len(dataset))] == ["0", "2"]
+    assert dataset.report.skipped == 2
+    assert all("page_1.png" in problem for problem in dataset.report.problems)

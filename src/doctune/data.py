@@ -183,12 +183,13 @@ class DocVQADataset(torch.utils.data.Dataset):
         """
         entries: list[_Entry] = []
         report = DataReport()
+        readable: set[str] = set()  # pages already decoded: a page's other questions skip decoding it again
         progress = tqdm(self._rows, total=len(self._rows), desc=f"Checking {self.source_name}", unit="record")
         with progress:
             for row, record in enumerate(progress):
                 report.total += 1
                 try:
-                    entries.append(self._check_record(row, record))
+                    entries.append(self._check_record(row, record, readable))
                 except _RecordProblem as problem:
                     line = f"record {row} (id {_record_id(record, row)!r}): {problem}"
                     if not skip_invalid:
@@ -200,12 +201,13 @@ class DocVQADataset(torch.utils.data.Dataset):
         self._check_not_empty(report)
         return entries, report
 
-    def _check_record(self, row: int, record: Any) -> _Entry:
-        """Validate one record, decoding its image fully once.
+    def _check_record(self, row: int, record: Any, readable: set[str]) -> _Entry:
+        """Validate one record, decoding its image fully unless its page was decoded before.
 
         Args:
             row: Index of the record in the source.
             record: The raw record.
+            readable: Keys of the pages decoded so far; the record's page is added.
 
         Returns:
             The record's validated text fields.
@@ -219,13 +221,16 @@ class DocVQADataset(torch.utils.data.Dataset):
         question = _question(record, self.language)
         answers = _answers(record)
         value = _required(record, "image")
-        try:
-            # Decode once to prove the image is readable, then let it go: pages are big.
-            image = _load_image(value, self._base_dir, self._record_name(row, record_id))
-        except ImageLoadError as exc:
-            raise _RecordProblem(f"unreadable image: {exc}") from exc
-        return _Entry(row=row, id=record_id, question=question, answers=answers,
-                      page=_page_key(value, self._base_dir, image))
+        page = _stored_page_key(value, self._base_dir)
+        if page is None or page not in readable:
+            try:
+                # Decode once to prove the image is readable, then let it go: pages are big.
+                image = _load_image(value, self._base_dir, self._record_name(row, record_id))
+            except ImageLoadError as exc:
+                raise _RecordProblem(f"unreadable image: {exc}") from exc
+            page = page or _pixels_key(image)
+            readable.add(page)
+        return _Entry(row=row, id=record_id, question=question, answers=answers, page=page)
 
     def _check_not_empty(self, report: DataReport) -> None:
         """Refuse a dataset without records.
@@ -462,13 +467,16 @@ def _load_image(value: Any, base_dir: Path | None, name: str) -> Image.Image:
     )
 
 
-def _page_key(value: Any, base_dir: Path | None, image: Image.Image) -> str:
-    """Identify a record's page: by its encoded bytes or path where it has them, else by its pixels."""
+def _stored_page_key(value: Any, base_dir: Path | None) -> str | None:
+    """Identify a record's page by its encoded bytes or path; ``None`` for an in-memory image."""
     if isinstance(value, dict) and value.get("bytes") is not None:
         return "bytes:" + hashlib.sha1(value["bytes"]).hexdigest()
     path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
-    if path is not None:
-        return f"path:{_resolve(path, base_dir)}"
+    return None if path is None else f"path:{_resolve(path, base_dir)}"
+
+
+def _pixels_key(image: Image.Image) -> str:
+    """Identify an in-memory page by its pixels."""
     return f"pixels:{image.size}:" + hashlib.sha1(image.tobytes()).hexdigest()
 
 
