@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from doctune.config import load_config
+from doctune.data import PageConversations, load_docvqa
 from doctune.demo import DemoSettings, run_demo
 
 REDUCED = DemoSettings(train_docs=3, eval_docs=2, val_docs=1, max_steps=2, batch_size=2, warmup_steps=0, eval_every=1,
@@ -54,6 +55,14 @@ def test_train_validation_and_eval_pages_are_apart_and_blind_pages_are_blank(dem
             page = Image.open(tmp_path / "data" / name / row["image"]).convert("L")
             assert page.getextrema() == (255, 255)
         assert [r["answers"] for r in rows[name]] == [r["answers"] for r in rows[name.removesuffix("-blind")]]
+
+
+def test_the_blind_run_trains_on_the_same_conversations(demo):
+    tmp_path, _ = demo
+    reading, blind = (load_docvqa(str(tmp_path / "data" / name / "data.jsonl")) for name in ("train", "train-blind"))
+    per_sample = REDUCED.questions_per_sample
+    assert len(reading) == len(blind) and len({reading.page_key(i) for i in range(len(reading))}) == REDUCED.train_docs
+    assert PageConversations(blind, per_sample).samples == PageConversations(reading, per_sample).samples
 
 
 def test_the_curve_uses_the_validation_set_and_after_is_the_end_of_the_schedule(demo):

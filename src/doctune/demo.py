@@ -91,17 +91,21 @@ def _train_config(settings: DemoSettings, train_data: Path, val_data: Path, outp
 
 
 def blank_copy(data_file: Path, output: Path) -> Path:
-    """A copy of a JSONL dataset whose every page is a white page of the same size."""
-    output.mkdir(parents=True, exist_ok=True)
-    rows, blanks = [], {}
+    """A copy of a JSONL dataset whose every page is a white page of the same size.
+
+    Each page gets its own blank file, at the same relative path, so the questions about one
+    page still group into the same conversations as in the reading run.
+    """
+    rows, blanks = [], set()
     for line in data_file.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        with Image.open(data_file.parent / row["image"]) as page:
-            size = page.size
-        if size not in blanks:
-            blanks[size] = f"blank-{size[0]}x{size[1]}.png"
-            Image.new("RGB", size, "white").save(output / blanks[size])
-        rows.append({**row, "image": blanks[size], "words": [], "bounding_boxes": []})
+        if row["image"] not in blanks:
+            with Image.open(data_file.parent / row["image"]) as page:
+                blank = Image.new("RGB", page.size, "white")
+            (output / row["image"]).parent.mkdir(parents=True, exist_ok=True)
+            blank.save(output / row["image"])
+            blanks.add(row["image"])
+        rows.append({**row, "words": [], "bounding_boxes": []})
     write_jsonl_atomic(output / "data.jsonl", rows)
     return output / "data.jsonl"
 
