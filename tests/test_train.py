@@ -20,7 +20,7 @@ from doctune.config import ConfigError, load_config
 from doctune.data import PageConversations, load_docvqa
 from doctune.models import MODEL_CLASS, TINY_MODEL_DIR, load_model, load_processor
 from doctune.synth import write_dataset
-from doctune.train import RunFolderError, _BatchStream, _optimizer_step, train
+from doctune.train import RunFolderError, _BatchStream, _optimizer_step, epoch_batches, train
 
 PROCESSOR_FILES = {"chat_template.jinja", "processor_config.json", "tokenizer.json", "tokenizer_config.json"}
 STATE_FILES = {"config.yaml", "versions.json", "trainer_state.json", "training_state.pt"}
@@ -114,12 +114,13 @@ def receipts(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("receipts"), ["receipt"], 3, seed=5).parent
 
 
-@pytest.mark.parametrize("data, per_sample", [("docvqa", 1), ("receipts", 4)], ids=["one-question", "conversations"])
-def test_a_killed_and_resumed_run_reaches_the_same_loss(request, data, per_sample, tmp_path, monkeypatch):
+@pytest.mark.parametrize("data, per_sample, by_length", [("docvqa", 1, False), ("receipts", 4, False), ("receipts", 2, True)],
+                         ids=["one-question", "conversations", "conversations-by-length"])
+def test_a_killed_and_resumed_run_reaches_the_same_loss(request, data, per_sample, by_length, tmp_path, monkeypatch):
     # LoRA dropout 0.1 makes the run depend on the RNG state, which resume must restore.
     docvqa_folder = request.getfixturevalue({"docvqa": "docvqa_folder", "receipts": "receipts"}[data])
     settings = ["model.method=lora", "train.max_steps=6", "train.save_every=1",
-                f"data.questions_per_sample={per_sample}"]
+                f"data.questions_per_sample={per_sample}", f"train.group_by_length={str(by_length).lower()}"]
     whole = train(make_config(docvqa_folder, tmp_path / "whole", *settings))
 
     original = train_module.save_checkpoint
@@ -226,3 +227,32 @@ def test_merged_lora_gives_the_outputs_of_base_plus_adapter(docvqa_folder, tmp_p
     torch.testing.assert_close(merged_logits, unmerged_logits, rtol=1e-4, atol=1e-4)
     # and the adapter really changed the model, by far more than that tolerance
     assert (base_logits - merged_logits).abs().max() > 1e-2
+
+
+def test_epoch_batches_without_lengths_are_a_plain_shuffle():
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(7 + 1)).tolist()
+    assert epoch_batches(10, 3, seed=7, epoch=1) == [order[0:3], order[3:6], order[6:9], order[9:]]
+
+
+def test_batches_grouped_by_length_hold_similar_lengths_in_a_shuffled_order():
+    lengths = [int(x) for x in torch.randint(10, 1000, (300,), generator=torch.Generator().manual_seed(0))]
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    grouped = epoch_batches(300, 4, seed=3, epoch=0, lengths=lengths)
+    assert sorted(i for b in grouped for i in b) == list(range(300))
+    assert grouped == epoch_batches(300, 4, seed=3, epoch=0, lengths=lengths)  # resume sees the same batches
+    assert grouped != epoch_batches(300, 4, seed=3, epoch=1, lengths=lengths)
+    assert padding(grouped) < padding(epoch_batches(300, 4, seed=3, epoch=0)) / 10
+    firsts = [lengths[b[0]] for b in grouped]
+    assert firsts != sorted(firsts, reverse=True) and firsts != sorted(firsts)  # not longest-first
+
+
+def test_sample_lengths_differ_from_the_trained_lengths_by_one_constant(receipts):
+    processor = load_processor("doctune-tiny")
+    samples = PageConversations(load_docvqa(str(receipts)), per_sample=2)
+    lengths = train_module.sample_lengths(processor, samples)
+    trained = [train_module.collate(processor, [samples[i]])["input_ids"].shape[1] for i in range(len(samples))]
+    assert len(set(trained)) > 1  # samples of several lengths
+    assert len({t - n for t, n in zip(trained, lengths)}) == 1  # the page's image tokens, the same for each page

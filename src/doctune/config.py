@@ -101,6 +101,9 @@ class TrainSettings(_Strict):
     keep_last: int = Field(2, gt=0, description="Resumable checkpoints kept on disk (the best is kept apart).")
     seed: int = 42
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    group_by_length: bool = Field(
+        False, description="Batch training samples of similar length together, so batches carry less padding; "
+                           "the batches still come in a random order.")
 
 
 class EvalSettings(_Strict):

@@ -163,6 +163,11 @@ class DocVQADataset(torch.utils.data.Dataset):
         """What identifies record ``index``'s page: equal for records that show the same image."""
         return self._entries[index].page
 
+    def question_and_answers(self, index: int) -> tuple[str, list[str]]:
+        """Record ``index``'s question and gold answers, without decoding its page."""
+        entry = self._entries[index]
+        return entry.question, list(entry.answers)
+
     def _record_name(self, row: int, record_id: str) -> str:
         """Name a record for messages: source, index and id."""
         return f"{self.source_name} record {row} (id {record_id!r})"
@@ -291,6 +296,10 @@ class PageConversations(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> list[Example]:
         """Return sample ``index``: its questions, sharing one decoded page."""
         return self.dataset.examples(self.samples[index])
+
+    def texts(self, index: int) -> list[tuple[str, list[str]]]:
+        """Sample ``index``'s (question, answers) pairs, without decoding its page."""
+        return [self.dataset.question_and_answers(i) for i in self.samples[index]]
 
 
 def load_docvqa(

@@ -66,6 +66,7 @@ class DemoSettings(BaseModel):
                              "has 3-8): its image tokens are encoded once for all of them.")
     max_steps: int = Field(144, gt=0)
     batch_size: int = Field(2, gt=0, description="Pages (conversations) per step.")
+    group_by_length: bool = Field(False, description="Pair pages of similar length in a step (less padding).")
     learning_rate: float = Field(3e-4, gt=0)
     warmup_steps: int = Field(16, ge=0)
     eval_every: int = Field(72, gt=0, description="Steps between the curve's ANLS points.")
@@ -85,6 +86,7 @@ def _train_config(settings: DemoSettings, train_data: Path, val_data: Path, outp
             output=output, max_steps=settings.max_steps, batch_size=settings.batch_size, grad_accum=1,
             learning_rate=settings.learning_rate, warmup_steps=settings.warmup_steps, weight_decay=0.0,
             log_every=5, save_every=settings.max_steps, eval_every=settings.eval_every, keep_last=1,
+            group_by_length=settings.group_by_length,
         ),
         eval=EvalSettings(batch_size=settings.eval_batch_size, max_new_tokens=settings.max_new_tokens),
     )

@@ -9,6 +9,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -42,7 +43,7 @@ from doctune.evaluate import evaluate, write_results
 from doctune.files import write_text_atomic
 from doctune.inference import Predictor
 from doctune.models import count_parameters, load_model, load_processor, pick_dtype
-from doctune.prompt import IGNORE_INDEX, collate_for_training
+from doctune.prompt import IGNORE_INDEX, collate_for_training, render_conversation
 
 log = logging.getLogger(__name__)
 METRICS_LOG = "metrics.jsonl"
@@ -53,17 +54,42 @@ class RunFolderError(DoctuneError, ValueError):
     """The output folder cannot be used the way the user asked."""
 
 
+LENGTH_WINDOW = 50  # batches whose samples are sorted by length together, with group_by_length
+
+
 def collate(processor, samples: list[list[Example]]) -> dict[str, torch.Tensor]:
     # Train on the first gold answer: deterministic, so a resumed run sees the same targets.
     return collate_for_training(processor, [sample[0].image for sample in samples],
                                 [[(e.question, e.answers[0]) for e in sample] for sample in samples])
 
 
-def epoch_batches(num_examples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+def sample_lengths(processor, samples: PageConversations) -> list[int]:
+    """Tokens of each training sample's text, as it is trained on (its page's image tokens,
+    the same for every page at one resolution, count once)."""
+    texts = [render_conversation(processor, [(question, answers[0]) for question, answers in samples.texts(i)])
+             for i in range(len(samples))]
+    return [len(ids) for ids in processor.tokenizer(texts)["input_ids"]]
+
+
+def epoch_batches(num_examples: int, batch_size: int, seed: int, epoch: int,
+                  lengths: Sequence[int] | None = None) -> list[list[int]]:
     """Shuffled index batches of one epoch; the same for the same (seed, epoch), so resume can
-    skip exactly the batches already seen."""
-    order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    return [order[i:i + batch_size] for i in range(0, num_examples, batch_size)]
+    skip exactly the batches already seen.
+
+    With ``lengths``, each window of ``LENGTH_WINDOW`` batches of the shuffled order is sorted by
+    length before it is cut into batches, so a batch's samples are about as long as each other
+    (little padding), and the batches are then shuffled.
+    """
+    generator = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(num_examples, generator=generator).tolist()
+    if lengths is not None:
+        window = batch_size * LENGTH_WINDOW
+        order = [index for start in range(0, num_examples, window)
+                 for index in sorted(order[start:start + window], key=lengths.__getitem__, reverse=True)]
+    batches = [order[i:i + batch_size] for i in range(0, num_examples, batch_size)]
+    if lengths is not None:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return batches
 
 
 class _BatchStream:
@@ -73,12 +99,14 @@ class _BatchStream:
                  state: TrainerState):
         self.accelerator, self.dataset, self.processor = accelerator, dataset, processor
         self.config, self.state = config, state
+        self._lengths = sample_lengths(processor, dataset) if config.train.group_by_length else None
         self._iterator = None
 
     def _open_epoch(self):
         train = self.config.train
+        batches = epoch_batches(len(self.dataset), train.batch_size, train.seed, self.state.epoch, self._lengths)
         loader = DataLoader(
-            self.dataset, batch_sampler=epoch_batches(len(self.dataset), train.batch_size, train.seed, self.state.epoch),
+            self.dataset, batch_sampler=batches,
             collate_fn=partial(collate, self.processor), num_workers=train.num_workers,
             # A private generator: creating the iterator must not draw from the global RNG,
             # or a resumed run would see different dropout masks than an uninterrupted one.
