@@ -19,6 +19,7 @@ from doctune.checkpoint import (
 from doctune.config import ConfigError, load_config
 from doctune.data import PageConversations, load_docvqa
 from doctune.models import MODEL_CLASS, TINY_MODEL_DIR, load_model, load_processor
+from doctune.prompt import collate_for_training
 from doctune.synth import write_dataset
 from doctune.train import RunFolderError, _BatchStream, _optimizer_step, epoch_batches, train
 
@@ -256,3 +257,27 @@ def test_sample_lengths_differ_from_the_trained_lengths_by_one_constant(receipts
     trained = [train_module.collate(processor, [samples[i]])["input_ids"].shape[1] for i in range(len(samples))]
     assert len(set(trained)) > 1  # samples of several lengths
     assert len({t - n for t, n in zip(trained, lengths)}) == 1  # the page's image tokens, the same for each page
+
+
+def test_a_batch_without_its_padding_mask_gives_the_same_loss_and_gradients(receipts):
+    processor = load_processor("doctune-tiny")
+    samples = PageConversations(load_docvqa(str(receipts)), per_sample=3)
+    lengths = train_module.sample_lengths(processor, samples)
+    pair = [samples[lengths.index(min(lengths))], samples[lengths.index(max(lengths))]]
+    batch = train_module.collate(processor, pair)
+    assert "attention_mask" not in batch
+    padded = collate_for_training(processor, [s[0].image for s in pair],
+                                  [[(e.question, e.answers[0]) for e in s] for s in pair])
+    assert (padded["attention_mask"] == 0).sum() == max(lengths) - min(lengths)  # the short chat is padded
+    model = MODEL_CLASS.from_pretrained(TINY_MODEL_DIR, dtype=torch.float32)
+
+    def loss_and_gradients(inputs):
+        model.zero_grad()
+        loss = model(**inputs).loss
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    (loss, grads), (masked_loss, masked_grads) = loss_and_gradients(batch), loss_and_gradients(padded)
+    assert loss == pytest.approx(masked_loss, rel=1e-5)
+    for grad, masked in zip(grads, masked_grads, strict=True):
+        torch.testing.assert_close(grad, masked, rtol=1e-4, atol=1e-6)

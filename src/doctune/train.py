@@ -58,9 +58,17 @@ LENGTH_WINDOW = 50  # batches whose samples are sorted by length together, with 
 
 
 def collate(processor, samples: list[list[Example]]) -> dict[str, torch.Tensor]:
+    """A training batch, right-padded, without the padding mask.
+
+    Under the causal mask a token attends only to tokens before it, which right padding leaves
+    real: the padding mask changes nothing that the loss sees (pads carry no labels). Without it
+    the attention kernels take their causal path, which skips the masked half of the scores.
+    """
     # Train on the first gold answer: deterministic, so a resumed run sees the same targets.
-    return collate_for_training(processor, [sample[0].image for sample in samples],
-                                [[(e.question, e.answers[0]) for e in sample] for sample in samples])
+    batch = collate_for_training(processor, [sample[0].image for sample in samples],
+                                 [[(e.question, e.answers[0]) for e in sample] for sample in samples])
+    del batch["attention_mask"]
+    return batch
 
 
 def sample_lengths(processor, samples: PageConversations) -> list[int]:
