@@ -201,3 +201,37 @@ def test_write_dataset_is_reproducible_and_seeded(tmp_path):
 def test_write_dataset_rejects_unknown_kind(tmp_path):
     with pytest.raises(ValueError):
         write_dataset(tmp_path, ["memo"], 1, seed=0, progress=False)
+
+
+def test_worker_processes_write_what_one_process_writes(tmp_path):
+    kinds = ["receipt", "form"]
+    alone = write_dataset(tmp_path / "one", kinds, 5, seed=3, width=320, progress=False, workers=1)
+    shared = write_dataset(tmp_path / "two", kinds, 5, seed=3, width=320, progress=False, workers=2)
+    assert alone.read_bytes() == shared.read_bytes()
+    images = sorted(p.name for p in (alone.parent / "images").iterdir())
+    assert len(images) == 5 and images == sorted(p.name for p in (shared.parent / "images").iterdir())
+    for name in images:
+        assert (alone.parent / "images" / name).read_bytes() == (shared.parent / "images" / name).read_bytes()
+
+
+def test_a_failing_worker_stops_the_set_and_leaves_no_data_file(tmp_path, monkeypatch):
+    from doctune.synth import writer
+
+    real = writer.generate_document
+
+    def fail_on_fourth(kind, seed, **kwargs):
+        if seed == writer.document_seed(3, 3):
+            raise RuntimeError("cannot render document 3")
+        return real(kind, seed, **kwargs)
+
+    monkeypatch.setattr(writer, "generate_document", fail_on_fourth)  # forked workers inherit it
+    with pytest.raises(RuntimeError, match="document 3"):
+        write_dataset(tmp_path / "set", ["receipt"], 6, seed=3, width=320, progress=False, workers=2)
+    assert not (tmp_path / "set" / "data.jsonl").exists()
+    assert not list((tmp_path / "set").rglob("*.tmp"))
+
+
+def test_write_dataset_needs_a_worker(tmp_path):
+    with pytest.raises(ValueError, match="workers"):
+        write_dataset(tmp_path / "set", ["receipt"], 2, seed=0, progress=False, workers=0)
+    assert not (tmp_path / "set").exists()

@@ -66,6 +66,8 @@ def _add_synth(sub) -> None:
     p.add_argument("--num-docs", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=0.0, help="scan noise strength in [0, 1]")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes rendering pages (default: one per core, at most 8); any number writes the same set")
 
 
 def _add_demo(sub) -> None:
@@ -149,7 +151,8 @@ def cmd_serve(args) -> None:
 def cmd_synth(args) -> None:
     from doctune.synth import write_dataset
 
-    path = write_dataset(Path(args.output), args.kinds, args.num_docs, args.seed, noise=args.noise)
+    path = write_dataset(Path(args.output), args.kinds, args.num_docs, args.seed, noise=args.noise,
+                         workers=args.workers)
     print(f"wrote {path}")
 
 
