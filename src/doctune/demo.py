@@ -15,6 +15,7 @@ The demo runs the same code users run on Idefics2-8B:
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -98,14 +99,19 @@ def blank_copy(data_file: Path, output: Path) -> Path:
     Each page gets its own blank file, at the same relative path, so the questions about one
     page still group into the same conversations as in the reading run.
     """
-    rows, blanks = [], set()
+    rows, blanks, by_size = [], set(), {}
     for line in data_file.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         if row["image"] not in blanks:
             with Image.open(data_file.parent / row["image"]) as page:
-                blank = Image.new("RGB", page.size, "white")
-            (output / row["image"]).parent.mkdir(parents=True, exist_ok=True)
-            blank.save(output / row["image"])
+                size = page.size
+            target = output / row["image"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if size in by_size:  # a blank of this size is already encoded: copy its bytes
+                shutil.copyfile(by_size[size], target)
+            else:
+                Image.new("RGB", size, "white").save(target)
+                by_size[size] = target
             blanks.add(row["image"])
         rows.append({**row, "words": [], "bounding_boxes": []})
     write_jsonl_atomic(output / "data.jsonl", rows)
