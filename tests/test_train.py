@@ -279,5 +279,8 @@ def test_a_batch_without_its_padding_mask_gives_the_same_loss_and_gradients(rece
 
     (loss, grads), (masked_loss, masked_grads) = loss_and_gradients(batch), loss_and_gradients(padded)
     assert loss == pytest.approx(masked_loss, rel=1e-5)
+    # The two attention paths sum in different orders: fp32 rounding differs by about 1e-6 of the
+    # largest gradient. A pad that real tokens attend to changes the loss and most gradients.
+    atol = 1e-5 * max(g.abs().max().item() for g in masked_grads)
     for grad, masked in zip(grads, masked_grads, strict=True):
-        torch.testing.assert_close(grad, masked, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(grad, masked, rtol=1e-4, atol=atol)
