@@ -4,11 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from doctune.config import load_config
 from doctune.data import PageConversations, load_docvqa
 from doctune.demo import DemoSettings, run_demo
+from doctune.models import pick_dtype
 
 REDUCED = DemoSettings(train_docs=3, eval_docs=2, val_docs=1, max_steps=2, batch_size=2, warmup_steps=0, eval_every=1,
                        curve_eval_samples=2, eval_batch_size=8, max_new_tokens=4, examples_shown=2)
@@ -32,11 +34,14 @@ def test_reduced_demo_writes_report_curves_and_page(demo):
         assert 0.0 <= report[key] <= 1.0
     eval_rows = (tmp_path / "data" / "eval" / "data.jsonl").read_text().splitlines()
     assert report["num_eval"] == len(eval_rows) > 0 and report["train_seconds"] > 0
+    names = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
+    assert report["compute_dtype"] == names[pick_dtype("auto", torch.device(report["device"]))]
     with Image.open(tmp_path / "curves.png") as curves:
         assert curves.format == "PNG" and curves.width > 500
     html = (tmp_path / "report.html").read_text()
     first = json.loads(eval_rows[0])
     assert first["query"]["en"] in html and html.count('<div class="card">') == 2
+    assert f"({report['compute_dtype']} on {report['device']})" in html
 
 
 def test_train_validation_and_eval_pages_are_apart_and_blind_pages_are_blank(demo):

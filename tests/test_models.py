@@ -18,9 +18,9 @@ from doctune.models import (
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("amx, dtype", [(True, torch.bfloat16), (False, torch.float32)])
-def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_has_amx(monkeypatch, amx, dtype):
-    monkeypatch.setattr(models, "cpu_has_amx", lambda: amx)
+@pytest.mark.parametrize("native, dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, native, dtype):
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: native)
     assert pick_dtype("auto", CPU) == dtype
     assert pick_dtype("fp32", CPU) == torch.float32
 

@@ -199,7 +199,7 @@ def test_gradient_accumulation_gives_the_gradient_of_a_bigger_batch(docvqa_folde
 
 
 def test_gradient_accumulation_matches_a_bigger_batch_through_training(docvqa_folder, tmp_path):
-    # fp32: on a CPU with AMX 'auto' is bf16, whose rounding differs with the batch shape by ~2e-4
+    # fp32: on a CPU with native bf16 'auto' is bf16, whose rounding differs with the batch shape by ~2e-4
     # of the loss, which would hide an accumulation error of that size.
     common = ["model.method=full", "model.precision=fp32", "train.max_steps=1", "train.save_every=1",
               "train.weight_decay=0"]

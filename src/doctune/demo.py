@@ -35,6 +35,7 @@ from doctune.config import (
 )
 from doctune.evaluate import evaluate_model
 from doctune.files import write_jsonl_atomic, write_text_atomic
+from doctune.models import default_device, pick_dtype
 from doctune.synth import write_dataset
 from doctune.train import METRICS_LOG, train
 
@@ -57,7 +58,8 @@ class DemoSettings(BaseModel):
     val_seed: int = 3003
     method: Literal["full", "lora", "dora"] = Field("full", description="Fine-tuning method.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="Compute precision of every step; 'auto' is bf16 on CPUs with AMX, else fp32."
+        "auto",
+        description="Compute precision of every step; 'auto' is bf16 on CPUs with AMX or AVX-512 bf16, else fp32.",
     )
     freeze_vision: bool = Field(
         True, description="Full fine-tuning: keep the pre-trained vision encoder as it is. It already reads "
@@ -158,6 +160,8 @@ def run_demo(output: Path, settings: DemoSettings | None = None) -> dict:
         "exact_match_before": before["exact_match"], "exact_match_after": after["exact_match"],
         "train_seconds": round(train_seconds, 1), "num_eval": after["num_samples"],
         "evaluated_after": str(final.relative_to(output)),
+        "device": default_device().type,
+        "compute_dtype": str(pick_dtype(settings.precision, default_device())).removeprefix("torch."),
         "total_seconds": round(time.perf_counter() - started, 1), "settings": settings.model_dump(),
     }
     write_text_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
