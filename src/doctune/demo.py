@@ -50,7 +50,7 @@ class DemoSettings(BaseModel):
     model: str = Field("doctune-tiny", description="Model to fine-tune.")
     kind: str = Field("invoice", description="Target document kind; doctune-tiny was not pre-trained on it.")
     train_docs: int = Field(
-        576, gt=0, description="Target-domain pages to fine-tune on; with the default schedule each is seen once.")
+        864, gt=0, description="Target-domain pages to fine-tune on; with the default schedule each is seen once.")
     eval_docs: int = Field(45, gt=0, description="Held-out target-domain pages (about 5 questions each).")
     val_docs: int = Field(10, gt=0, description="Validation pages for the ANLS curve.")
     train_seed: int = 1001
@@ -68,11 +68,11 @@ class DemoSettings(BaseModel):
     questions_per_sample: int = Field(
         8, gt=0, description="Questions about one page trained on together, as one multi-turn chat (an invoice "
                              "has 3-8): its image tokens are encoded once for all of them.")
-    max_steps: int = Field(288, gt=0)
+    max_steps: int = Field(432, gt=0)
     batch_size: int = Field(2, gt=0, description="Pages (conversations) per step.")
     group_by_length: bool = Field(False, description="Pair pages of similar length in a step (less padding).")
     learning_rate: float = Field(3e-4, gt=0)
-    warmup_steps: int = Field(32, ge=0)
+    warmup_steps: int = Field(48, ge=0)
     eval_every: int = Field(144, gt=0, description="Steps between the curve's ANLS points.")
     curve_eval_samples: int = Field(48, gt=0, description="Validation questions per curve point.")
     eval_batch_size: int = Field(32, gt=0)
