@@ -160,13 +160,14 @@ def run_demo(output: Path, settings: DemoSettings | None = None) -> dict:
     blind_eval = blank_copy(eval_data, output / "data" / "eval-blind")
     _, blind_final = _fine_tune(settings, blind_train, blind_val, output / "run-blind")
     blind, _ = _evaluate(str(blind_final), blind_eval, output / "eval-blind", settings)
+    device = default_device()
     report = {
         "anls_before": before["anls"], "anls_after": after["anls"], "anls_blind": blind["anls"],
         "exact_match_before": before["exact_match"], "exact_match_after": after["exact_match"],
         "train_seconds": round(train_seconds, 1), "num_eval": after["num_samples"],
         "evaluated_after": str(final.relative_to(output)),
-        "device": default_device().type,
-        "compute_dtype": str(pick_dtype(settings.precision, default_device())).removeprefix("torch."),
+        "device": device.type,
+        "compute_dtype": str(pick_dtype(settings.precision, device)).removeprefix("torch."),
         "total_seconds": round(time.perf_counter() - started, 1), "settings": settings.model_dump(),
     }
     write_text_atomic(output / "report.json", json.dumps(report, indent=2) + "\n")
