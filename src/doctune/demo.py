@@ -77,7 +77,8 @@ class DemoSettings(BaseModel):
     batch_size: int = Field(2, gt=0, description="Pages (conversations) per step.")
     group_by_length: bool = Field(False, description="Pair pages of similar length in a step (less padding).")
     learning_rate: float = Field(
-        4.5e-4, gt=0, description="Peak learning rate; 4.5e-4 beat 3e-4 on the four-pairing gate of stage 68b.")
+        4.5e-4, gt=0, description="Peak learning rate, reached after the warmup and then decayed linearly "
+                                  "(chosen on the four-pairing gate, docs/pretrain.md).")
     warmup_steps: int = Field(48, ge=0)
     eval_every: int = Field(144, gt=0, description="Steps between the curve's ANLS points.")
     curve_eval_samples: int = Field(48, gt=0, description="Validation questions per curve point.")
