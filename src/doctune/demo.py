@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 class DemoSettings(BaseModel):
     """What the demo generates and how it fine-tunes.
 
-    The defaults took 541 s, and 586 s on a rerun, on 2 AMD EPYC cores with AVX-512 bf16
+    The defaults took 541-631 s (three runs) on 2 AMD EPYC cores with AVX-512 bf16
     (``precision: auto`` is bf16 there). Where bf16 is emulated, ``auto`` is fp32 and
     ``max_steps=288, train_docs=576`` cuts the fine-tuning by a third; on the EPYC, that schedule
     took 431 s in fp32.
