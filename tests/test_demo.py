@@ -1,6 +1,7 @@
 """The demo, in a reduced form: every stage runs and every report file is written."""
 
 import json
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ from PIL import Image
 
 from doctune.config import load_config
 from doctune.data import PageConversations, load_docvqa
-from doctune.demo import DemoSettings, run_demo
+from doctune.demo import DemoSettings, _fine_tune, _fine_tune_both, run_demo
+from doctune.errors import DoctuneError
 from doctune.models import pick_dtype
 
 REDUCED = DemoSettings(train_docs=3, eval_docs=2, val_docs=1, max_steps=2, batch_size=2, warmup_steps=0, eval_every=1,
@@ -33,7 +35,8 @@ def test_reduced_demo_writes_report_curves_and_page(demo):
     for key in ("anls_before", "anls_after", "anls_blind"):
         assert 0.0 <= report[key] <= 1.0
     eval_rows = (tmp_path / "data" / "eval" / "data.jsonl").read_text().splitlines()
-    assert report["num_eval"] == len(eval_rows) > 0 and report["train_seconds"] > 0
+    assert report["num_eval"] == len(eval_rows) > 0 and report["train_seconds"] > 0 and report["blind_train_seconds"] > 0
+    assert report["side_by_side"] is (torch.get_num_threads() >= 2)  # CPU only here
     names = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
     assert report["compute_dtype"] == names[pick_dtype("auto", torch.device(report["device"]))]
     with Image.open(tmp_path / "curves.png") as curves:
@@ -42,6 +45,7 @@ def test_reduced_demo_writes_report_curves_and_page(demo):
     first = json.loads(eval_rows[0])
     assert first["query"]["en"] in html and html.count('<div class="card">') == 2
     assert f"({report['compute_dtype']} on {report['device']})" in html
+    assert ("side by side with the blind control" in html) is report["side_by_side"]
 
 
 def test_train_validation_and_eval_pages_are_apart_and_blind_pages_are_blank(demo):
@@ -87,3 +91,45 @@ def test_demo_freezes_the_encoder_only_for_full_fine_tuning(tmp_path, method, fr
 
     config = _train_config(DemoSettings(method=method), tmp_path / "t.jsonl", tmp_path / "e.jsonl", tmp_path / "run")
     assert config.model.freeze_vision is frozen
+
+
+def _losses(run_dir: Path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+@pytest.fixture
+def two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # side by side takes one for each run, on any machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_side_by_side_blind_run_trains_as_it_would_alone_on_one_thread(demo, tmp_path, two_threads):
+    data = demo[0] / "data"
+    settings = REDUCED.model_copy(update={"max_steps": 10, "eval_every": 10})
+    runs = {name: (data / "train-blind" / "data.jsonl", data / "val-blind" / "data.jsonl", tmp_path / name)
+            for name in ("reading", "blind", "alone")}
+    _fine_tune_both(settings, runs["reading"], runs["blind"])
+    torch.set_num_threads(1)
+    _fine_tune(settings, *runs["alone"])
+    side, alone = _losses(tmp_path / "blind"), _losses(tmp_path / "alone")
+    assert len(side) == 2 and side == pytest.approx(alone, rel=1e-5)
+
+
+def test_a_failed_blind_run_is_reported_after_the_reading_run_finishes(demo, tmp_path, two_threads):
+    data = demo[0] / "data"
+    reading = (data / "train" / "data.jsonl", data / "val" / "data.jsonl", tmp_path / "run")
+    missing = (tmp_path / "no-such.jsonl", data / "val" / "data.jsonl", tmp_path / "run-blind")
+    with pytest.raises(RuntimeError, match="blind control's fine-tuning failed"):
+        _fine_tune_both(REDUCED, reading, missing)
+    assert (tmp_path / "run" / "checkpoints").is_dir()  # the reading run's work is kept
+
+
+def test_a_failed_reading_run_stops_the_blind_process(demo, tmp_path, two_threads):
+    data = demo[0] / "data"
+    missing = (tmp_path / "no-such.jsonl", data / "val" / "data.jsonl", tmp_path / "run")
+    blind = (data / "train-blind" / "data.jsonl", data / "val-blind" / "data.jsonl", tmp_path / "run-blind")
+    with pytest.raises(DoctuneError):
+        _fine_tune_both(REDUCED.model_copy(update={"max_steps": 10_000}), missing, blind)
+    assert multiprocessing.active_children() == []

@@ -5,22 +5,27 @@ The demo runs the same code users run on Idefics2-8B:
 1. generate target-domain train, validation and eval sets (three draws of documents);
 2. evaluate doctune-tiny zero-shot on the eval set (ANLS before);
 3. fine-tune it with :func:`doctune.train.train` for a fixed schedule, scoring the validation
-   set along the way (the curve);
-4. evaluate the checkpoint at the end of the schedule on the eval set (ANLS after). Not the
-   run's ``best/``: the standard error of ANLS on 48 validation questions (about 0.06) is larger
-   than the gaps between the demo's checkpoints, so that choice is mostly noise;
-5. repeat 3-4 with every page blanked (the blind control: what can be guessed without reading);
-6. write ``report.json``, ``curves.png`` and ``report.html``.
+   set along the way (the curve), and the same on copies of the sets with every page blanked
+   (the blind control: what can be guessed without reading). On a CPU the two fine-tunings run
+   side by side, each on half the cores: a model this small uses two threads poorly, so the
+   pair takes about a fifth less time than one after the other;
+4. evaluate the checkpoint at the end of each schedule on the eval set (ANLS after, and blind).
+   Not the run's ``best/``: the standard error of ANLS on 48 validation questions (about 0.06)
+   is larger than the gaps between the demo's checkpoints, so that choice is mostly noise;
+5. write ``report.json``, ``curves.png`` and ``report.html``.
 """
 
 import json
 import logging
+import multiprocessing
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Literal
 
 import matplotlib
+import torch
 from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,10 +50,10 @@ log = logging.getLogger(__name__)
 class DemoSettings(BaseModel):
     """What the demo generates and how it fine-tunes.
 
-    The defaults took 541-631 s (three runs) on 2 AMD EPYC cores with AVX-512 bf16
-    (``precision: auto`` is bf16 there). Where bf16 is emulated, ``auto`` is fp32 and
-    ``max_steps=288, train_docs=576`` cuts the fine-tuning by a third; on the EPYC, that schedule
-    took 431 s in fp32.
+    On 2 cores of a Xeon with AMX (``precision: auto`` is bf16 there), the defaults took 440 s with
+    the two fine-tunings side by side and 605 s with them in turn (``side_by_side=false``). Where
+    bf16 is emulated, ``auto`` is fp32 and ``max_steps=288, train_docs=576`` cuts the fine-tuning
+    by a third.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -86,6 +91,9 @@ class DemoSettings(BaseModel):
     eval_batch_size: int = Field(32, gt=0)
     max_new_tokens: int = Field(24, gt=0)
     examples_shown: int = Field(12, ge=0, description="Eval pages shown in report.html.")
+    side_by_side: bool = Field(
+        True, description="On a CPU with two or more threads, fine-tune the blind control in a second process "
+                          "while the reading run trains, each on half the threads. Off: one after the other.")
 
 
 def _train_config(settings: DemoSettings, train_data: Path, val_data: Path, output: Path) -> Config:
@@ -141,6 +149,55 @@ def _fine_tune(settings: DemoSettings, train_data: Path, val_data: Path, run_dir
     return time.perf_counter() - start, last_checkpoint(run_dir)
 
 
+def _blind_threads(settings: DemoSettings) -> int:
+    """Threads for a blind run beside the reading run: half of this process's; 0 runs them in turn
+    (switched off, on a GPU, or with a single thread)."""
+    if not settings.side_by_side or default_device().type != "cpu":
+        return 0
+    return torch.get_num_threads() // 2
+
+
+def _blind_worker(results, threads: int, settings: DemoSettings, data: tuple[Path, Path, Path]) -> None:
+    """The blind run in its own process; sends back ``_fine_tune``'s result. An error ends the
+    process with its traceback printed and nothing sent."""
+    torch.set_num_threads(threads)
+    os.environ["TQDM_POSITION"] = "1"  # its progress bars go on the line below the reading run's
+    results.send(_fine_tune(settings, *data))
+
+
+def _fine_tune_both(settings: DemoSettings, reading: tuple[Path, Path, Path],
+                    blind: tuple[Path, Path, Path]) -> tuple[tuple[float, Path], tuple[float, Path]]:
+    """Fine-tune on ``reading`` and ``blind`` (train data, validation data, run folder each)."""
+    blind_threads = _blind_threads(settings)
+    if not blind_threads:
+        return _fine_tune(settings, *reading), _fine_tune(settings, *blind)
+    threads = torch.get_num_threads()
+    # spawn, not fork: a forked child would inherit this process's OpenMP and accelerate state.
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    worker = context.Process(target=_blind_worker, args=(sender, blind_threads, settings, blind), name="blind control")
+    worker.start()
+    sender.close()  # the worker holds the only sending end: its exit shows as EOF here
+    torch.set_num_threads(threads - blind_threads)
+    blind_result = None
+    try:
+        reading_result = _fine_tune(settings, *reading)
+        try:
+            blind_result = receiver.recv()
+        except EOFError:
+            worker.join()
+            raise RuntimeError(
+                f"the blind control's fine-tuning failed (exit code {worker.exitcode}): its error is printed above; "
+                "a negative code is the signal that killed it, often for memory, where side_by_side=false "
+                "trains the two runs in turn") from None
+    finally:
+        torch.set_num_threads(threads)
+        if blind_result is None:  # the reading run failed or was interrupted: stop the blind one too
+            worker.terminate()
+        worker.join()
+    return reading_result, blind_result
+
+
 def run_demo(output: Path, settings: DemoSettings | None = None) -> dict:
     """Run the whole demo into ``output``; returns the report (also saved as ``report.json``)."""
     settings = settings or DemoSettings()
@@ -153,21 +210,24 @@ def run_demo(output: Path, settings: DemoSettings | None = None) -> dict:
     eval_data = write_dataset(output / "data" / "eval", [settings.kind], settings.eval_docs, settings.eval_seed)
     log.info("2/5 evaluating %s before fine-tuning", settings.model)
     before, before_rows = _evaluate(settings.model, eval_data, output / "eval-before", settings)
-    log.info("3/5 fine-tuning (%s, %d steps)", settings.method, settings.max_steps)
-    train_seconds, final = _fine_tune(settings, train_data, val_data, output / "run")
-    log.info("4/5 evaluating after fine-tuning (%s)", final.name)
-    after, after_rows = _evaluate(str(final), eval_data, output / "eval-after", settings)
-    log.info("5/5 blind control: the same fine-tuning and evaluation on blanked pages")
     blind_train = blank_copy(train_data, output / "data" / "train-blind")
     blind_val = blank_copy(val_data, output / "data" / "val-blind")
     blind_eval = blank_copy(eval_data, output / "data" / "eval-blind")
-    _, blind_final = _fine_tune(settings, blind_train, blind_val, output / "run-blind")
+    side_by_side = _blind_threads(settings) > 0
+    log.info("3/5 fine-tuning (%s, %d steps) on the pages, and on blanked copies as the blind control%s",
+             settings.method, settings.max_steps, " side by side (lower bars)" if side_by_side else "")
+    (train_seconds, final), (blind_seconds, blind_final) = _fine_tune_both(
+        settings, (train_data, val_data, output / "run"), (blind_train, blind_val, output / "run-blind"))
+    log.info("4/5 evaluating after fine-tuning (%s)", final.name)
+    after, after_rows = _evaluate(str(final), eval_data, output / "eval-after", settings)
+    log.info("5/5 evaluating the blind control on blanked eval pages")
     blind, _ = _evaluate(str(blind_final), blind_eval, output / "eval-blind", settings)
     device = default_device()
     report = {
         "anls_before": before["anls"], "anls_after": after["anls"], "anls_blind": blind["anls"],
         "exact_match_before": before["exact_match"], "exact_match_after": after["exact_match"],
-        "train_seconds": round(train_seconds, 1), "num_eval": after["num_samples"],
+        "train_seconds": round(train_seconds, 1), "blind_train_seconds": round(blind_seconds, 1),
+        "side_by_side": side_by_side, "num_eval": after["num_samples"],
         "evaluated_after": str(final.relative_to(output)),
         "device": device.type,
         "compute_dtype": str(pick_dtype(settings.precision, device)).removeprefix("torch."),
