@@ -7,8 +7,8 @@ The demo runs the same code users run on Idefics2-8B:
 3. fine-tune it with :func:`doctune.train.train` for a fixed schedule, scoring the validation
    set along the way (the curve), and the same on copies of the sets with every page blanked
    (the blind control: what can be guessed without reading). On a CPU the two fine-tunings run
-   side by side, each on half the cores: a model this small uses two threads poorly, so the
-   pair takes about a fifth less time than one after the other;
+   side by side, each on half the threads: a model this small uses a second thread poorly, so
+   the pair finishes sooner than one run after the other (400 s against about 560 s on 2 cores);
 4. evaluate the checkpoint at the end of each schedule on the eval set (ANLS after, and blind).
    Not the run's ``best/``: the standard error of ANLS on 48 validation questions (about 0.06)
    is larger than the gaps between the demo's checkpoints, so that choice is mostly noise;
@@ -50,8 +50,8 @@ log = logging.getLogger(__name__)
 class DemoSettings(BaseModel):
     """What the demo generates and how it fine-tunes.
 
-    On 2 cores of a Xeon with AMX (``precision: auto`` is bf16 there), the defaults took 440 s with
-    the two fine-tunings side by side and 605 s with them in turn (``side_by_side=false``). Where
+    On 2 cores of a Xeon with AMX (``precision: auto`` is bf16 there), the defaults took 427-440 s
+    with the two fine-tunings side by side and 605 s with them in turn (``side_by_side=false``). Where
     bf16 is emulated, ``auto`` is fp32 and ``max_steps=288, train_docs=576`` cuts the fine-tuning
     by a third.
     """
