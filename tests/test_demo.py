@@ -100,7 +100,7 @@ def _losses(run_dir: Path) -> list[float]:
 @pytest.fixture
 def two_threads():
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # side by side takes one for each run, on any machine
+    torch.set_num_threads(2)  # side by side with one blind thread leaves one for the reading run, on any machine
     yield
     torch.set_num_threads(threads)
 
@@ -110,7 +110,7 @@ def test_side_by_side_blind_run_trains_as_it_would_alone_on_one_thread(demo, tmp
     settings = REDUCED.model_copy(update={"max_steps": 10, "eval_every": 10})
     runs = {name: (data / "train-blind" / "data.jsonl", data / "val-blind" / "data.jsonl", tmp_path / name)
             for name in ("reading", "blind", "alone")}
-    _fine_tune_both(settings, runs["reading"], runs["blind"])
+    _fine_tune_both(settings, 1, runs["reading"], runs["blind"])
     torch.set_num_threads(1)
     _fine_tune(settings, *runs["alone"])
     side, alone = _losses(tmp_path / "blind"), _losses(tmp_path / "alone")
@@ -122,7 +122,7 @@ def test_a_failed_blind_run_is_reported_after_the_reading_run_finishes(demo, tmp
     reading = (data / "train" / "data.jsonl", data / "val" / "data.jsonl", tmp_path / "run")
     missing = (tmp_path / "no-such.jsonl", data / "val" / "data.jsonl", tmp_path / "run-blind")
     with pytest.raises(RuntimeError, match="blind control's fine-tuning failed"):
-        _fine_tune_both(REDUCED, reading, missing)
+        _fine_tune_both(REDUCED, 1, reading, missing)
     assert (tmp_path / "run" / "checkpoints").is_dir()  # the reading run's work is kept
 
 
@@ -131,5 +131,5 @@ def test_a_failed_reading_run_stops_the_blind_process(demo, tmp_path, two_thread
     missing = (tmp_path / "no-such.jsonl", data / "val" / "data.jsonl", tmp_path / "run")
     blind = (data / "train-blind" / "data.jsonl", data / "val-blind" / "data.jsonl", tmp_path / "run-blind")
     with pytest.raises(DoctuneError):
-        _fine_tune_both(REDUCED.model_copy(update={"max_steps": 10_000}), missing, blind)
+        _fine_tune_both(REDUCED.model_copy(update={"max_steps": 10_000}), 1, missing, blind)
     assert multiprocessing.active_children() == []

@@ -165,10 +165,10 @@ def _blind_worker(results, threads: int, settings: DemoSettings, data: tuple[Pat
     results.send(_fine_tune(settings, *data))
 
 
-def _fine_tune_both(settings: DemoSettings, reading: tuple[Path, Path, Path],
+def _fine_tune_both(settings: DemoSettings, blind_threads: int, reading: tuple[Path, Path, Path],
                     blind: tuple[Path, Path, Path]) -> tuple[tuple[float, Path], tuple[float, Path]]:
-    """Fine-tune on ``reading`` and ``blind`` (train data, validation data, run folder each)."""
-    blind_threads = _blind_threads(settings)
+    """Fine-tune on ``reading`` and ``blind`` (train data, validation data, run folder each): in
+    turn, or with ``blind_threads`` (see :func:`_blind_threads`) the blind run in a second process."""
     if not blind_threads:
         return _fine_tune(settings, *reading), _fine_tune(settings, *blind)
     threads = torch.get_num_threads()
@@ -179,22 +179,23 @@ def _fine_tune_both(settings: DemoSettings, reading: tuple[Path, Path, Path],
     worker.start()
     sender.close()  # the worker holds the only sending end: its exit shows as EOF here
     torch.set_num_threads(threads - blind_threads)
-    blind_result = None
     try:
         reading_result = _fine_tune(settings, *reading)
-        try:
-            blind_result = receiver.recv()
-        except EOFError:
-            worker.join()
-            raise RuntimeError(
-                f"the blind control's fine-tuning failed (exit code {worker.exitcode}): its error is printed above; "
-                "a negative code is the signal that killed it, often for memory, where side_by_side=false "
-                "trains the two runs in turn") from None
+    except BaseException:  # the reading run failed or was interrupted: stop the blind one too
+        worker.terminate()
+        worker.join()
+        raise
     finally:
         torch.set_num_threads(threads)
-        if blind_result is None:  # the reading run failed or was interrupted: stop the blind one too
-            worker.terminate()
+    try:
+        blind_result = receiver.recv()
+    except EOFError:
         worker.join()
+        raise RuntimeError(
+            f"the blind control's fine-tuning failed (exit code {worker.exitcode}): its error is printed above; "
+            "a negative code is the signal that killed it, often for memory, where side_by_side=false "
+            "trains the two runs in turn") from None
+    worker.join()
     return reading_result, blind_result
 
 
@@ -213,11 +214,11 @@ def run_demo(output: Path, settings: DemoSettings | None = None) -> dict:
     blind_train = blank_copy(train_data, output / "data" / "train-blind")
     blind_val = blank_copy(val_data, output / "data" / "val-blind")
     blind_eval = blank_copy(eval_data, output / "data" / "eval-blind")
-    side_by_side = _blind_threads(settings) > 0
+    blind_threads = _blind_threads(settings)
     log.info("3/5 fine-tuning (%s, %d steps) on the pages, and on blanked copies as the blind control%s",
-             settings.method, settings.max_steps, " side by side (lower bars)" if side_by_side else "")
+             settings.method, settings.max_steps, " side by side (lower bars)" if blind_threads else "")
     (train_seconds, final), (blind_seconds, blind_final) = _fine_tune_both(
-        settings, (train_data, val_data, output / "run"), (blind_train, blind_val, output / "run-blind"))
+        settings, blind_threads, (train_data, val_data, output / "run"), (blind_train, blind_val, output / "run-blind"))
     log.info("4/5 evaluating after fine-tuning (%s)", final.name)
     after, after_rows = _evaluate(str(final), eval_data, output / "eval-after", settings)
     log.info("5/5 evaluating the blind control on blanked eval pages")
@@ -227,7 +228,7 @@ def run_demo(output: Path, settings: DemoSettings | None = None) -> dict:
         "anls_before": before["anls"], "anls_after": after["anls"], "anls_blind": blind["anls"],
         "exact_match_before": before["exact_match"], "exact_match_after": after["exact_match"],
         "train_seconds": round(train_seconds, 1), "blind_train_seconds": round(blind_seconds, 1),
-        "side_by_side": side_by_side, "num_eval": after["num_samples"],
+        "side_by_side": blind_threads > 0, "num_eval": after["num_samples"],
         "evaluated_after": str(final.relative_to(output)),
         "device": device.type,
         "compute_dtype": str(pick_dtype(settings.precision, device)).removeprefix("torch."),
