@@ -86,11 +86,12 @@ def test_the_curve_uses_the_validation_set_and_after_is_the_end_of_the_schedule(
 
 
 @pytest.mark.parametrize("method, frozen", [("full", True), ("lora", False)])
-def test_demo_freezes_the_encoder_only_for_full_fine_tuning(tmp_path, method, frozen):
+def test_demo_freezes_the_encoder_and_connector_only_for_full_fine_tuning(tmp_path, method, frozen):
     from doctune.demo import _train_config
 
     config = _train_config(DemoSettings(method=method), tmp_path / "t.jsonl", tmp_path / "e.jsonl", tmp_path / "run")
     assert config.model.freeze_vision is frozen
+    assert config.model.freeze_connector is frozen
 
 
 def _losses(run_dir: Path) -> list[float]:

@@ -56,6 +56,7 @@ def captured_model(monkeypatch):
 METHODS = [
     ("full", []),
     ("full", ["model.freeze_vision=true"]),
+    ("full", ["model.freeze_vision=true", "model.freeze_connector=true"]),
     ("lora", []),
     ("dora", []),
     ("qlora", []),
@@ -63,7 +64,7 @@ METHODS = [
 ]
 
 
-@pytest.mark.parametrize(("method", "extra"), METHODS, ids=["full", "full-frozen-vision", "lora", "dora", "qlora", "qdora"])
+@pytest.mark.parametrize(("method", "extra"), METHODS, ids=["full", "full-frozen-vision", "full-frozen-vision-connector", "lora", "dora", "qlora", "qdora"])
 def test_trainable_parameters_change_and_frozen_ones_do_not(docvqa_folder, tmp_path, captured_model, method, extra):
     train(make_config(docvqa_folder, tmp_path / "run", f"model.method={method}", *extra))
     model, before = captured_model["model"], captured_model["before"]
@@ -79,6 +80,8 @@ def test_trainable_parameters_change_and_frozen_ones_do_not(docvqa_folder, tmp_p
     assert len(changed_trainable) >= 0.9 * len(trainable)
     if method == "full" and extra:
         assert not any(n.startswith("model.vision_model.") for n in trainable)
+        assert any(n.startswith("model.connector.") for n in trainable) == (len(extra) == 1)
+        assert any(n.startswith("model.text_model.") for n in trainable)
     if method != "full":
         assert not any("vision_model" in n for n in trainable)
     if method == "qlora":

@@ -60,6 +60,11 @@ class ModelSettings(_Strict):
     freeze_vision: bool = Field(
         False, description="Full fine-tuning only: keep the vision encoder frozen (adapters always do)."
     )
+    freeze_connector: bool = Field(
+        False, description="Full fine-tuning only: keep the connector (modality projection and perceiver "
+                           "resampler) frozen, so that the language model adapts to the image tokens it was "
+                           "pre-trained on."
+    )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="'auto' picks bf16 where the GPU supports it, else fp16 on GPU; on CPU, bf16 "
@@ -123,8 +128,10 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _check_method_options(self) -> "Config":
-        if self.model.freeze_vision and self.model.method != "full":
-            raise ValueError("model.freeze_vision applies to method 'full' only; adapter methods never train it")
+        for part in ("vision", "connector"):
+            if getattr(self.model, f"freeze_{part}") and self.model.method != "full":
+                raise ValueError(f"model.freeze_{part} applies to method 'full' only; choose which weights "
+                                 "adapters train with model.lora.target_modules")
         return self
 
     def to_yaml(self) -> str:

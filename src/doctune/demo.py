@@ -61,7 +61,7 @@ class DemoSettings(BaseModel):
     model: str = Field("doctune-tiny", description="Model to fine-tune.")
     kind: str = Field("invoice", description="Target document kind; doctune-tiny was not pre-trained on it.")
     train_docs: int = Field(
-        864, gt=0, description="Target-domain pages to fine-tune on; with the default schedule each is seen once.")
+        1152, gt=0, description="Target-domain pages to fine-tune on; with the default schedule each is seen once.")
     eval_docs: int = Field(45, gt=0, description="Held-out target-domain pages (about 5 questions each).")
     val_docs: int = Field(10, gt=0, description="Validation pages for the ANLS curve.")
     train_seed: int = 1001
@@ -76,16 +76,20 @@ class DemoSettings(BaseModel):
         True, description="Full fine-tuning: keep the pre-trained vision encoder as it is. It already reads "
                           "the glyphs of every kind, and a step skips its backward pass."
     )
+    freeze_connector: bool = Field(
+        True, description="Full fine-tuning: keep the pre-trained connector as it is, so that the language "
+                          "model learns the new kind from the image tokens it was pre-trained to read."
+    )
     questions_per_sample: int = Field(
         8, gt=0, description="Questions about one page trained on together, as one multi-turn chat (an invoice "
                              "has 3-8): its image tokens are encoded once for all of them.")
-    max_steps: int = Field(432, gt=0)
+    max_steps: int = Field(576, gt=0)
     batch_size: int = Field(2, gt=0, description="Pages (conversations) per step.")
     group_by_length: bool = Field(False, description="Pair pages of similar length in a step (less padding).")
     learning_rate: float = Field(
         4.5e-4, gt=0, description="Peak learning rate, reached after the warmup and then decayed linearly "
                                   "(chosen on the four-pairing gate, docs/pretrain.md).")
-    warmup_steps: int = Field(48, ge=0)
+    warmup_steps: int = Field(64, ge=0)
     eval_every: int = Field(144, gt=0, description="Steps between the curve's ANLS points.")
     curve_eval_samples: int = Field(48, gt=0, description="Validation questions per curve point.")
     eval_batch_size: int = Field(32, gt=0)
@@ -99,7 +103,8 @@ class DemoSettings(BaseModel):
 def _train_config(settings: DemoSettings, train_data: Path, val_data: Path, output: Path) -> Config:
     return Config(
         model=ModelSettings(name=settings.model, method=settings.method, precision=settings.precision,
-                            freeze_vision=settings.freeze_vision and settings.method == "full"),
+                            freeze_vision=settings.freeze_vision and settings.method == "full",
+                            freeze_connector=settings.freeze_connector and settings.method == "full"),
         data=DataSettings(train=str(train_data), eval=str(val_data), max_eval_samples=settings.curve_eval_samples,
                           questions_per_sample=settings.questions_per_sample),
         train=TrainSettings(

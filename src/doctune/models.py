@@ -29,6 +29,7 @@ TINY_MODEL = "doctune-tiny"
 TINY_MODEL_DIR = Path(__file__).parent / "assets" / TINY_MODEL
 MODEL_CLASS = Idefics2ForConditionalGeneration
 VISION_PREFIX = "model.vision_model."
+CONNECTOR_PREFIX = "model.connector."
 ADAPTER_METHODS = ("lora", "dora", "qlora")
 
 
@@ -164,9 +165,11 @@ def load_model(settings: ModelSettings, device: torch.device):
         # get_peft_model freezes every base weight; fp16/bf16 runs keep adapter weights in fp32
         # (autocast_adapter_dtype), which fp16 training needs to stay stable.
         return get_peft_model(model, adapters, autocast_adapter_dtype=True)
-    if settings.freeze_vision:
+    frozen = tuple(prefix for prefix, freeze in ((VISION_PREFIX, settings.freeze_vision),
+                                                 (CONNECTOR_PREFIX, settings.freeze_connector)) if freeze)
+    if frozen:
         for name, param in model.named_parameters():
-            param.requires_grad = not name.startswith(VISION_PREFIX)
+            param.requires_grad = not name.startswith(frozen)
     return model
 
 
