@@ -50,10 +50,9 @@ log = logging.getLogger(__name__)
 class DemoSettings(BaseModel):
     """What the demo generates and how it fine-tunes.
 
-    On 2 cores of a Xeon with AMX (``precision: auto`` is bf16 there), the defaults took 427-440 s
-    with the two fine-tunings side by side and 605 s with them in turn (``side_by_side=false``). Where
-    bf16 is emulated, ``auto`` is fp32 and ``max_steps=288, train_docs=576`` cuts the fine-tuning
-    by a third.
+    On 2 cores of a Xeon with AMX (``precision: auto`` is bf16 there), the defaults took 501 s with
+    the two fine-tunings side by side. Where bf16 is emulated, ``auto`` is fp32 and
+    ``max_steps=288, train_docs=576`` halves the fine-tuning.
     """
 
     model_config = ConfigDict(extra="forbid")
