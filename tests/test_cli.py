@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-from doctune.cli import main
+from doctune.cli import build_parser, main
 
 PARTS = ["train.batch_size=2", "train.grad_accum=1", "train.warmup_steps=0", "train.log_every=1"]
 
@@ -73,7 +73,14 @@ def test_predict_answers_about_an_image_and_a_pdf_page(tmp_path, capsys):
     pdf = tmp_path / "two.pdf"
     Image.new("RGB", (120, 160), "white").save(pdf, save_all=True, append_images=[Image.new("RGB", (120, 160))])
     assert main(["predict", "--model", "doctune-tiny", "--image", str(pdf), "--page", "2",
-                 "--question", "Total?", "--max-new-tokens", "4"]) == 0
+                 "--question", "Total?", "--max-new-tokens", "4", "--num-beams", "2"]) == 0
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "serve"])
+def test_generation_options_reject_zero_beams_before_loading_anything(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--model", "m", "--num-beams", "0"])
+    assert exit_info.value.code == 2 and "--num-beams: must be 1 or more, got 0" in capsys.readouterr().err
 
 
 def test_predict_on_the_cpu_prints_no_backend_warnings(tmp_path):

@@ -15,7 +15,8 @@ from doctune.errors import DoctuneError
 from doctune.models import pick_dtype
 
 REDUCED = DemoSettings(train_docs=3, eval_docs=2, val_docs=1, max_steps=2, batch_size=2, warmup_steps=0, eval_every=1,
-                       curve_eval_samples=2, eval_batch_size=8, max_new_tokens=4, examples_shown=2)
+                       curve_eval_samples=2, eval_batch_size=8, max_new_tokens=4, num_beams=2,
+                       examples_shown=2)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,7 @@ def test_the_curve_uses_the_validation_set_and_after_is_the_end_of_the_schedule(
     for run in ("run", "run-blind"):
         config = load_config(tmp_path / run / "config.yaml")
         assert Path(config.data.eval).parent.name == run.replace("run", "val")
+        assert config.eval.num_beams == REDUCED.num_beams > 1  # the curve decodes as the reported scores do
     scored = [json.loads(x)["id"] for x in (tmp_path / "run" / "best" / "predictions.jsonl").read_text().splitlines()]
     assert scored and all(i.startswith(f"{REDUCED.kind}-{REDUCED.val_seed}-") for i in scored)
     final = tmp_path / report["evaluated_after"]

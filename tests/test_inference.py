@@ -56,6 +56,21 @@ def test_rows_about_one_page_run_its_prefix_once_and_answer_as_if_asked_alone(pr
     assert text_inputs[0][0] == 5 and text_inputs[0][1] > image_tokens
 
 
+def test_beam_search_shares_a_page_prefix_across_every_beam_of_its_rows(predictor, two_pages, monkeypatch):
+    dataset, a, b = two_pages
+    monkeypatch.setattr(predictor, "num_beams", 3)
+    solo = {i: predictor.answer([dataset[i].image], [dataset[i].question])[0] for i in (a, b)}
+    order = [b, a, a, b]
+    examples = dataset.examples(order)  # one image object per page: the prefix runs once per page
+    assert predictor._prefill_pages_once(*_generation_batch(predictor, examples)) is not None
+    assert predictor.answer([e.image for e in examples], [e.question for e in examples]) == [solo[i] for i in order]
+
+
+def test_a_predictor_needs_at_least_one_beam(predictor):
+    with pytest.raises(ValueError, match="num_beams"):
+        inference.Predictor(predictor.model, predictor.processor, num_beams=0)
+
+
 def test_a_prefix_without_every_image_token_falls_back_to_plain_generation(predictor, two_pages, monkeypatch):
     dataset, a, b = two_pages
     examples = dataset.examples([a, b, a])

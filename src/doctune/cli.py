@@ -28,6 +28,21 @@ def _add_train(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.learning_rate=2e-4 model.lora.r=16")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _add_generation_options(p) -> None:
+    """How answers are generated: shared by eval, predict and serve."""
+    p.add_argument("--max-new-tokens", type=_positive_int, default=32)
+    p.add_argument("--num-beams", type=_positive_int, default=1,
+                   help="1 answers greedily; more runs beam search, about that many times the decoding work")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="score a model with ANLS on a dataset")
     p.add_argument("--model", required=True, help="hub id, model folder, run folder, checkpoint or doctune-tiny")
@@ -36,10 +51,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--language", default="en")
     p.add_argument("--output", required=True, help="folder for metrics.json and predictions.jsonl")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--max-samples", type=int)
     p.add_argument("--skip-invalid", action="store_true", help="skip and count bad records instead of stopping")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    _add_generation_options(p)
 
 
 def _add_score(sub) -> None:
@@ -54,8 +68,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--image", required=True, help="PNG, JPEG, TIFF, WebP or PDF")
     p.add_argument("--question", required=True)
     p.add_argument("--page", type=int, default=1, help="page of a PDF or multi-page TIFF (1-based)")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    _add_generation_options(p)
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the bare answer")
 
 
@@ -81,8 +94,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--model", required=True, help="hub id, model folder, run folder, checkpoint or doctune-tiny")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    _add_generation_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +127,8 @@ def cmd_eval(args) -> None:
 
     metrics, _ = evaluate_model(args.model, args.data, Path(args.output), split=args.split, language=args.language,
                              batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                             max_samples=args.max_samples, skip_invalid=args.skip_invalid, precision=args.precision)
+                             max_samples=args.max_samples, skip_invalid=args.skip_invalid, precision=args.precision,
+                             num_beams=args.num_beams)
     print(json.dumps(metrics, indent=2))
 
 
@@ -130,7 +143,7 @@ def cmd_predict(args) -> None:
     from doctune.inference import load_predictor
 
     image = load_page(args.image, page=args.page)  # fail on a bad file before loading any model
-    predictor = load_predictor(args.model, args.max_new_tokens, args.precision)
+    predictor = load_predictor(args.model, args.max_new_tokens, args.precision, args.num_beams)
     answer = predictor.answer([image], [args.question])[0]
     if args.json:
         print(json.dumps({"question": args.question, "answer": answer, "image": args.image, "page": args.page}))
@@ -144,7 +157,7 @@ def cmd_serve(args) -> None:
     from doctune.inference import load_predictor
     from doctune.serve import create_app
 
-    app = create_app(load_predictor(args.model, args.max_new_tokens, args.precision), args.model)
+    app = create_app(load_predictor(args.model, args.max_new_tokens, args.precision, args.num_beams), args.model)
     uvicorn.run(app, host=args.host, port=args.port)
 
 

@@ -116,6 +116,7 @@ class EvalSettings(_Strict):
 
     batch_size: int = Field(8, gt=0)
     max_new_tokens: int = Field(32, gt=0)
+    num_beams: int = Field(1, ge=1, description="1 answers greedily; more runs beam search with that many beams.")
 
 
 class Config(_Strict):

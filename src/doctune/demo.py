@@ -94,6 +94,9 @@ class DemoSettings(BaseModel):
     curve_eval_samples: int = Field(48, gt=0, description="Validation questions per curve point.")
     eval_batch_size: int = Field(32, gt=0)
     max_new_tokens: int = Field(24, gt=0)
+    num_beams: int = Field(
+        1, ge=1, description="Beams for every answer the demo scores, before and after alike (1: greedy). Four "
+                             "raise both scores, before more than after, for about 1.2 times the demo's time.")
     examples_shown: int = Field(12, ge=0, description="Eval pages shown in report.html.")
     side_by_side: bool = Field(
         True, description="On a CPU with two or more threads, fine-tune the blind control in a second process "
@@ -114,7 +117,8 @@ def _train_config(settings: DemoSettings, train_data: Path, val_data: Path, outp
             log_every=5, save_every=settings.max_steps, eval_every=settings.eval_every, keep_last=1,
             group_by_length=settings.group_by_length,
         ),
-        eval=EvalSettings(batch_size=settings.eval_batch_size, max_new_tokens=settings.max_new_tokens),
+        eval=EvalSettings(batch_size=settings.eval_batch_size, max_new_tokens=settings.max_new_tokens,
+                          num_beams=settings.num_beams),
     )
 
 
@@ -145,7 +149,8 @@ def blank_copy(data_file: Path, output: Path) -> Path:
 
 def _evaluate(model: str, data: Path, output: Path, settings: DemoSettings) -> tuple[dict, list[dict]]:
     return evaluate_model(model, str(data), output, batch_size=settings.eval_batch_size,
-                          max_new_tokens=settings.max_new_tokens, precision=settings.precision)
+                          max_new_tokens=settings.max_new_tokens, precision=settings.precision,
+                          num_beams=settings.num_beams)
 
 
 def _fine_tune(settings: DemoSettings, train_data: Path, val_data: Path, run_dir: Path) -> tuple[float, Path]:

@@ -48,7 +48,7 @@ def write_results(output: Path, metrics: dict, rows: list[dict]) -> None:
 
 def evaluate_model(model: str, data: str, output: Path, split: str = "test", language: str = "en",
                    batch_size: int = 8, max_new_tokens: int = 32, max_samples: int | None = None,
-                   skip_invalid: bool = False, precision: str = "auto") -> tuple[dict, list[dict]]:
+                   skip_invalid: bool = False, precision: str = "auto", num_beams: int = 1) -> tuple[dict, list[dict]]:
     """Evaluate ``model`` on ``data`` and write ``metrics.json`` and ``predictions.jsonl`` to ``output``.
 
     The data is validated before the model loads, so a bad record costs no loading time.
@@ -57,7 +57,7 @@ def evaluate_model(model: str, data: str, output: Path, split: str = "test", lan
         (metrics, per-question rows), as written.
     """
     dataset = load_docvqa(data, split, language, skip_invalid, max_samples)
-    predictor = load_predictor(model, max_new_tokens, precision)
+    predictor = load_predictor(model, max_new_tokens, precision, num_beams)
     metrics, rows = evaluate(predictor, dataset, batch_size)
     if dataset.report.skipped:
         metrics["skipped_records"] = dataset.report.skipped

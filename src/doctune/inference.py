@@ -1,4 +1,4 @@
-"""Answer questions about page images with batched greedy generation.
+"""Answer questions about page images with batched greedy or beam-search generation.
 
 One :class:`Predictor` serves evaluation, ``doctune predict`` and any HTTP front end, so they all
 render prompts and decode answers the same way.
@@ -21,12 +21,17 @@ class Predictor:
         model: an Idefics2-style model in eval mode.
         processor: its processor (chat template, tokenizer, image processor).
         max_new_tokens: upper bound on answer length in tokens.
+        num_beams: 1 answers greedily; more keeps that many candidate answers per question and
+            returns the most likely (beam search), which costs about that many times the decoding.
     """
 
-    def __init__(self, model, processor, max_new_tokens: int = 32):
+    def __init__(self, model, processor, max_new_tokens: int = 32, num_beams: int = 1):
+        if num_beams < 1:
+            raise ValueError(f"num_beams must be 1 (greedy) or more, got {num_beams}")
         self.model = model
         self.processor = processor
         self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
         tokenizer = processor.tokenizer
         self._stop_ids = [tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE), tokenizer.eos_token_id]
         self._pad_id = tokenizer.pad_token_id
@@ -37,7 +42,7 @@ class Predictor:
 
     @torch.inference_mode()
     def answer(self, images: Sequence[Image.Image], questions: Sequence[str]) -> list[str]:
-        """Greedy answers for one batch of (image, question) pairs, stripped of whitespace.
+        """Answers for one batch of (image, question) pairs, stripped of whitespace.
 
         Rows that pass the same image object share its prompt prefix: the page and the chat
         template's text before the question run through the model once per distinct page, not
@@ -51,6 +56,7 @@ class Predictor:
             **inputs,
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
+            num_beams=self.num_beams,
             eos_token_id=self._stop_ids,
             pad_token_id=self._pad_id,
         )
@@ -86,7 +92,8 @@ class Predictor:
             input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=1,
             pixel_values=batch["pixel_values"][first_rows], pixel_attention_mask=batch["pixel_attention_mask"][first_rows],
         ).past_key_values
-        cache.reorder_cache(torch.tensor(row_page, device=self.device))
+        # Beam search expands each row into num_beams adjacent rows, but leaves a given cache as it is.
+        cache.reorder_cache(torch.tensor(row_page, device=self.device).repeat_interleave(self.num_beams))
         width = max(len(prompt) for prompt in prompts)
         input_ids = torch.full((len(prompts), width), self._pad_id, dtype=prefix.dtype, device=self.device)
         attention_mask = torch.zeros_like(input_ids)
@@ -105,7 +112,7 @@ def _common_prefix_length(prompts: Sequence[torch.Tensor]) -> int:
     return int(differs[0]) if len(differs) else shortest
 
 
-def load_predictor(spec: str, max_new_tokens: int = 32, precision: str = "auto") -> Predictor:
+def load_predictor(spec: str, max_new_tokens: int = 32, precision: str = "auto", num_beams: int = 1) -> Predictor:
     """A :class:`Predictor` for a hub id, model folder, run or checkpoint folder, or ``doctune-tiny``."""
     model, processor = load_for_inference(spec, default_device(), precision)
-    return Predictor(model, processor, max_new_tokens)
+    return Predictor(model, processor, max_new_tokens, num_beams)

@@ -265,7 +265,7 @@ def _log(accelerator: Accelerator, run_dir: Path, step: int, metrics: dict) -> N
 def _evaluate_and_keep_best(accelerator, model, processor, eval_data, config: Config, state: TrainerState, run_dir: Path) -> dict:
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
-    predictor = Predictor(unwrapped, processor, config.eval.max_new_tokens)
+    predictor = Predictor(unwrapped, processor, config.eval.max_new_tokens, config.eval.num_beams)
     metrics, rows = evaluate(predictor, eval_data, config.eval.batch_size, progress=accelerator.is_main_process)
     unwrapped.train()
     if state.best_anls is None or metrics["anls"] > state.best_anls:
