@@ -53,7 +53,7 @@ VERSIONS_FILE = "versions.json"
 # different experiment than the one whose optimizer state and data position we restore.
 RESUMABLE_CHANGES = {"train.max_steps", "train.log_every", "train.save_every", "train.eval_every",
                      "train.keep_last", "train.num_workers", "eval.batch_size", "eval.max_new_tokens",
-                     "eval.num_beams", "data.max_eval_samples", "data.eval", "data.eval_split"}
+                     "eval.num_beams", "train.compile", "data.max_eval_samples", "data.eval", "data.eval_split"}
 
 
 @dataclass

@@ -109,6 +109,9 @@ class TrainSettings(_Strict):
     group_by_length: bool = Field(
         False, description="Batch training samples of similar length together, so batches carry less padding; "
                            "the batches still come in a random order.")
+    compile: bool = Field(
+        False, description="Compile the model with torch.compile (inductor, dynamic shapes) for faster steps, at a "
+                           "one-off cost of a minute or more at the first step; on a CPU it needs a C++ compiler.")
 
 
 class EvalSettings(_Strict):

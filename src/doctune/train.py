@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import TorchDynamoPlugin, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -157,8 +157,11 @@ def _setup_accelerator(config: Config, run_dir: Path) -> Accelerator:
     # another precision; each run sets its own (transformers' Trainer resets it the same way for
     # sweeps). The process state (devices, process group) is kept.
     AcceleratorState._reset_state()
+    # Dynamic shapes from the start: every batch has its own length, and a graph per length would
+    # recompile for most steps.
+    dynamo = TorchDynamoPlugin(backend="inductor", dynamic=True) if config.train.compile else None
     return Accelerator(mixed_precision=mixed, log_with="tensorboard", project_dir=run_dir,
-                       step_scheduler_with_optimizer=False)
+                       step_scheduler_with_optimizer=False, dynamo_plugin=dynamo)
 
 
 def _setup_data(config: Config) -> tuple[PageConversations, DocVQADataset | None]:
@@ -263,7 +266,7 @@ def _log(accelerator: Accelerator, run_dir: Path, step: int, metrics: dict) -> N
 
 
 def _evaluate_and_keep_best(accelerator, model, processor, eval_data, config: Config, state: TrainerState, run_dir: Path) -> dict:
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)  # generation runs eagerly
     unwrapped.eval()
     predictor = Predictor(unwrapped, processor, config.eval.max_new_tokens, config.eval.num_beams)
     metrics, rows = evaluate(predictor, eval_data, config.eval.batch_size, progress=accelerator.is_main_process)
@@ -331,7 +334,7 @@ def train(config: Config, resume: bool = False) -> Path:
             window.restart_clock()  # evaluation time is not training speed
         if _due(state.step, config.train.save_every, config.train.max_steps):
             if accelerator.is_main_process:
-                save_checkpoint(accelerator.unwrap_model(model), processor, optimizer, scheduler, config, state, run_dir)
+                save_checkpoint(accelerator.unwrap_model(model, keep_torch_compile=False), processor, optimizer, scheduler, config, state, run_dir)
                 prune_checkpoints(run_dir, config.train.keep_last)
             accelerator.wait_for_everyone()
             window.restart_clock()
