@@ -1,6 +1,7 @@
 """Training behaviour of every method on the tiny model: what changes, what is saved, resume."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -102,6 +103,8 @@ def test_checkpoint_folder_holds_exactly_the_expected_files(docvqa_folder, tmp_p
     assert state["step"] == 2 and state["batches_in_epoch"] == 2
 
 
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
+                    reason="torch.compile on a CPU needs a C++ compiler")
 def test_a_compiled_run_trains_as_the_eager_one_and_saves_the_same_plain_weights(docvqa_folder, tmp_path):
     from safetensors.torch import load_file
     from torch._dynamo.utils import counters

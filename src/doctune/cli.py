@@ -50,8 +50,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--language", default="en")
     p.add_argument("--output", required=True, help="folder for metrics.json and predictions.jsonl")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-samples", type=int)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--max-samples", type=_positive_int)
     p.add_argument("--skip-invalid", action="store_true", help="skip and count bad records instead of stopping")
     _add_generation_options(p)
 

@@ -334,7 +334,8 @@ def train(config: Config, resume: bool = False) -> Path:
             window.restart_clock()  # evaluation time is not training speed
         if _due(state.step, config.train.save_every, config.train.max_steps):
             if accelerator.is_main_process:
-                save_checkpoint(accelerator.unwrap_model(model, keep_torch_compile=False), processor, optimizer, scheduler, config, state, run_dir)
+                plain = accelerator.unwrap_model(model, keep_torch_compile=False)
+                save_checkpoint(plain, processor, optimizer, scheduler, config, state, run_dir)
                 prune_checkpoints(run_dir, config.train.keep_last)
             accelerator.wait_for_everyone()
             window.restart_clock()
