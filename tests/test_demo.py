@@ -46,6 +46,7 @@ def test_reduced_demo_writes_report_curves_and_page(demo):
     first = json.loads(eval_rows[0])
     assert first["query"]["en"] in html and html.count('<div class="card">') == 2
     assert f"({report['compute_dtype']} on {report['device']})" in html
+    assert f"answered by beam search ({REDUCED.num_beams} beams)" in html
     assert ("side by side with the blind control" in html) is report["side_by_side"]
 
 
