@@ -1,9 +1,12 @@
 """Batched answers: questions about one page share its prompt prefix and answer as if asked alone."""
 
+import logging
+
 import pytest
 import torch
 
 from doctune.data import load_docvqa
+from doctune.evaluate import _warn_of_answers_past_the_limit, evaluate
 from doctune import inference
 from doctune.inference import load_predictor
 from doctune.prompt import collate_for_generation
@@ -90,3 +93,18 @@ def test_common_prefix_length_stops_at_the_first_difference_and_leaves_a_last_to
     assert inference._common_prefix_length(rows) == 2
     same = [torch.tensor([1, 2, 3]), torch.tensor([1, 2, 3])]
     assert inference._common_prefix_length(same) == 2
+
+
+def test_evaluation_warns_of_questions_whose_every_answer_is_past_the_token_limit(predictor, two_pages, monkeypatch,
+                                                                                    caplog):
+    dataset, _, _ = two_pages
+    monkeypatch.setattr(predictor, "max_new_tokens", 6)
+    rows = [{"answers": ["12345"]}, {"answers": ["123456", "1234567890"]}, {"answers": ["12345678"]}]
+    with caplog.at_level(logging.WARNING, logger="doctune.evaluate"):
+        _warn_of_answers_past_the_limit(predictor, rows)  # a character a token, after a space
+    assert "2 of 3 questions have no gold answer that fits in max_new_tokens=6 (the longest needs 9 tokens)" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(predictor, "max_new_tokens", 2)
+    with caplog.at_level(logging.WARNING, logger="doctune.evaluate"):
+        _, scored = evaluate(predictor, dataset, batch_size=16, progress=False)
+    assert f"{len(scored)} of {len(scored)} questions have no gold answer" in caplog.text  # receipts' answers are longer

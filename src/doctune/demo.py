@@ -93,7 +93,9 @@ class DemoSettings(BaseModel):
     eval_every: int = Field(144, gt=0, description="Steps between the curve's ANLS points.")
     curve_eval_samples: int = Field(48, gt=0, description="Validation questions per curve point.")
     eval_batch_size: int = Field(32, gt=0)
-    max_new_tokens: int = Field(24, gt=0)
+    max_new_tokens: int = Field(
+        32, gt=0, description="Answer tokens: characters for doctune-tiny, whose tokenizer is character-level. The "
+                              "longest answers in the demo's draws have 31 characters.")
     num_beams: int = Field(
         1, ge=1, description="Beams for every answer the demo scores, before and after alike (1: greedy). Four "
                              "raise both scores, before more than after, for about 1.2 times the demo's time.")

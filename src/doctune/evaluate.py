@@ -1,6 +1,7 @@
 """Score a model on a question-answering dataset with ANLS and exact match."""
 
 import json
+import logging
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -12,6 +13,8 @@ from doctune.metrics import anls, summarize
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
+
+log = logging.getLogger(__name__)
 
 
 def predict_dataset(predictor: Predictor, dataset: DocVQADataset, batch_size: int, progress: bool = True) -> list[dict]:
@@ -36,7 +39,22 @@ def predict_dataset(predictor: Predictor, dataset: DocVQADataset, batch_size: in
 def evaluate(predictor: Predictor, dataset: DocVQADataset, batch_size: int, progress: bool = True) -> tuple[dict, list[dict]]:
     """(metrics ``{"anls", "exact_match", "num_samples"}``, per-question rows)."""
     rows = predict_dataset(predictor, dataset, batch_size, progress)
+    _warn_of_answers_past_the_limit(predictor, rows)
     return summarize(rows), rows
+
+
+def _warn_of_answers_past_the_limit(predictor: Predictor, rows: list[dict]) -> None:
+    """Log how many questions have no gold answer that fits in ``max_new_tokens``: their
+    predictions were cut short whatever the model read, so they cannot score in full."""
+    tokenizer = predictor.processor.tokenizer
+    # Answers follow "Assistant:" after a space; count it, as generation does.
+    needed = [min(len(tokenizer(" " + answer, add_special_tokens=False).input_ids) for answer in row["answers"])
+              for row in rows]
+    cut = [n for n in needed if n > predictor.max_new_tokens]
+    if cut:
+        log.warning("%d of %d questions have no gold answer that fits in max_new_tokens=%d (the longest needs %d "
+                    "tokens); their answers are cut short: raise max_new_tokens (--max-new-tokens)",
+                    len(cut), len(rows), predictor.max_new_tokens, max(cut))
 
 
 def write_results(output: Path, metrics: dict, rows: list[dict]) -> None:
