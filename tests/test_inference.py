@@ -101,7 +101,7 @@ def test_evaluation_warns_of_questions_whose_every_answer_is_past_the_token_limi
     monkeypatch.setattr(predictor, "max_new_tokens", 6)
     rows = [{"answers": ["12345"]}, {"answers": ["123456", "1234567890"]}, {"answers": ["12345678"]}]
     with caplog.at_level(logging.WARNING, logger="doctune.evaluate"):
-        _warn_of_answers_past_the_limit(predictor, rows)  # a character a token, after a space
+        _warn_of_answers_past_the_limit(predictor, rows)  # a character a token, after the template's space
     assert "2 of 3 questions have no gold answer that fits in max_new_tokens=6 (the longest needs 9 tokens)" in caplog.text
     caplog.clear()
     monkeypatch.setattr(predictor, "max_new_tokens", 2)

@@ -10,6 +10,7 @@ from doctune.data import DocVQADataset, load_docvqa
 from doctune.files import write_jsonl_atomic, write_text_atomic
 from doctune.inference import Predictor, load_predictor
 from doctune.metrics import anls, summarize
+from doctune.prompt import answer_token_counts
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -46,10 +47,8 @@ def evaluate(predictor: Predictor, dataset: DocVQADataset, batch_size: int, prog
 def _warn_of_answers_past_the_limit(predictor: Predictor, rows: list[dict]) -> None:
     """Log how many questions have no gold answer that fits in ``max_new_tokens``: their
     predictions were cut short whatever the model read, so they cannot score in full."""
-    tokenizer = predictor.processor.tokenizer
-    # Answers follow "Assistant:" after a space; count it, as generation does.
-    needed = [min(len(tokenizer(" " + answer, add_special_tokens=False).input_ids) for answer in row["answers"])
-              for row in rows]
+    counts = iter(answer_token_counts(predictor.processor, [answer for row in rows for answer in row["answers"]]))
+    needed = [min(next(counts) for _ in row["answers"]) for row in rows]
     cut = [n for n in needed if n > predictor.max_new_tokens]
     if cut:
         log.warning("%d of %d questions have no gold answer that fits in max_new_tokens=%d (the longest needs %d "

@@ -52,6 +52,17 @@ def _turn_prompts(processor, turns: Sequence[tuple[str, str]]) -> list[str]:
             for t in range(len(turns))]
 
 
+def answer_token_counts(processor, answers: Sequence[str]) -> list[int]:
+    """How many tokens each answer takes where the model generates it: from the end of
+    :func:`render_prompt`'s text up to its end-of-utterance, which is not counted."""
+    tokenizer = processor.tokenizer
+    eou_id = tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE)
+    start = len(tokenizer(render_prompt(processor, ""), add_special_tokens=False).input_ids)
+    rendered = tokenizer([render_conversation(processor, [("", answer)]) for answer in answers],
+                         add_special_tokens=False).input_ids
+    return [ids.index(eou_id, start) - start for ids in rendered]
+
+
 def answer_labels(input_ids: torch.Tensor, answer_starts: Sequence[Sequence[int]], eou_id: int) -> torch.Tensor:
     """Labels that train on the answers and their closing end-of-utterance tokens only.
 
