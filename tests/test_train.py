@@ -105,10 +105,12 @@ def test_checkpoint_folder_holds_exactly_the_expected_files(docvqa_folder, tmp_p
 
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
                     reason="torch.compile on a CPU needs a C++ compiler")
-def test_a_compiled_run_trains_as_the_eager_one_and_saves_the_same_plain_weights(docvqa_folder, tmp_path):
+def test_a_compiled_run_trains_as_the_eager_one_and_saves_the_same_plain_weights(docvqa_folder, tmp_path, monkeypatch):
     from safetensors.torch import load_file
     from torch._dynamo.utils import counters
 
+    # Inductor's kernels (about 160 MB) go with the test's folder rather than pile up in the system's temp.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     settings = ["model.method=full", "model.precision=fp32"]
     eager = train(make_config(docvqa_folder, tmp_path / "eager", *settings))
     counters.clear()
