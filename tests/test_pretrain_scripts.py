@@ -1,8 +1,6 @@
 """The pre-training scripts' pieces that the committed doctune-tiny depends on for correctness."""
 
-import json
 import random
-import shutil
 import sys
 from pathlib import Path
 
@@ -481,34 +479,3 @@ def test_a_stage_that_reuses_an_earlier_seed_is_warned(tmp_path, capsys):
     assert stage_files.data_seeds(again, records.append) == [0, 0]
     assert "--seed 0 was used by an earlier stage" in records[0]["warning"]
     assert "--seed 0 was used" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")),
-                    reason="torch.compile on a CPU needs a C++ compiler")
-def test_a_compiled_stage_trains_as_the_eager_one_and_saves_plain_weights(tmp_path, monkeypatch):
-    from safetensors import safe_open
-    from torch._dynamo.utils import counters
-
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    # A language-model stage as stage 68b's (vision frozen), two steps of one small page each.
-    stage = ["--init-from", str(TINY_MODEL_DIR), "--oracle-lm", "0.3", "--batch-size", "1", "--turns", "2",
-             "--crops-per-page", "0", "--patch-weight", "0", "--latent-weight", "0", "--pos-weight", "0",
-             "--oracle-weight", "1", "--lm-start", "0", "--freeze-vision", "--max-steps", "2", "--log-every", "1",
-             "--eval-pages", "1", "--kinds", "receipt", "--seed", "3", "--threads", "1"]
-    logs = {}
-    counters.clear()
-    for name, extra in (("eager", []), ("compiled", ["--compile"])):
-        logs[name] = tmp_path / f"{name}.log"
-        pretrain_tiny.main([*stage, *extra, "--output", str(tmp_path / name), "--log", str(logs[name])])
-    assert counters["stats"]["unique_graphs"] > 0  # the language model ran through compiled graphs
-
-    def losses(log):
-        rows = [json.loads(line) for line in log.read_text().splitlines()]
-        return [(row["lm"], row["oracle"]) for row in rows if "lm" in row and "final_eval" not in row]
-
-    eager, compiled = losses(logs["eager"]), losses(logs["compiled"])
-    assert len(eager) == len(compiled) == 2
-    assert compiled == [pytest.approx(pair, rel=2e-3) for pair in eager]  # kernels sum in other orders
-    with safe_open(TINY_MODEL_DIR / "model.safetensors", "pt") as start, \
-            safe_open(tmp_path / "compiled" / "model.safetensors", "pt") as end:
-        assert set(end.keys()) == set(start.keys())  # no torch.compile wrapper names in the checkpoint
