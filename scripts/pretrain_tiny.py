@@ -70,7 +70,7 @@ from tiny_batches import Batcher, lookup_length, packed_at  # noqa: E402
 from tiny_eval import eval_sets, evaluate, probe_batch  # noqa: E402
 from tiny_model import (  # noqa: E402
     OracleTokens, crop_features, fresh_connector, grow_text_layers, image_features, init_model, lm_loss,
-    patch_rows_cols, resize_latents, slot_head)
+    patch_rows_cols, resize_latents, resize_patches, slot_head)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -260,8 +260,12 @@ def parse_args(argv=None):
     ap.add_argument("--latents-per-patch", type=int, default=1,
                     help="anchored layout: this many latents side by side per patch, each holding the "
                          "characters of its part of the patch (the grid's COLS counts them all)")
-    ap.add_argument("--longest-edge", type=int, default=384)
-    ap.add_argument("--patch-size", type=int, default=16)
+    ap.add_argument("--longest-edge", type=int, default=384,
+                    help="with --init-from it must be the checkpoint's (after --patch-size resizes it)")
+    ap.add_argument("--patch-size", type=int, default=16,
+                    help="with --init-from and a checkpoint of another patch size: resize its patches "
+                         "to this many pixels over the same grid (resize_patches); the longest edge "
+                         "grows with them")
     ap.add_argument("--latent-init-std", type=float, default=0.02)
     ap.add_argument("--text-embed-std", type=float, default=1.0)
     ap.add_argument("--synth-frac", type=float, default=0.5, help="share of pages from doctune.synth kinds")
@@ -308,6 +312,11 @@ def load_model(args) -> tuple:
             other = Idefics2ForConditionalGeneration.from_pretrained(args.connector_from)
             model.model.connector.load_state_dict(other.model.connector.state_dict())
         grow_text_layers(model, args.grow_text_layers)
+        resize_patches(model, processor, args.patch_size)
+        edge = model.config.vision_config.image_size
+        if args.longest_edge != edge:
+            raise SystemExit(f"--longest-edge {args.longest_edge}: the model's pages are {edge} pixels on "
+                             f"their longest edge with {args.patch_size}-px patches; pass --longest-edge {edge}")
         return model, processor
     init_dir = args.output.parent / (args.output.name + "-init")
     build_tiny.build(init_dir, args.seed)

@@ -102,6 +102,40 @@ def grow_text_layers(model, after: list) -> None:
     model.config.text_config.num_hidden_layers = len(layers)
 
 
+def resize_patches(model, processor, patch: int) -> None:
+    """Give the vision encoder ``patch``-pixel patches over the same grid of patches, so each
+    patch sees more (or fewer) pixels of the page while the encoder, the connector and the number
+    of visual tokens stay as they are. The patch embedding is resized as in FlexiViT
+    (arXiv:2212.08013): the new kernel is the least-norm one whose response to a bilinearly
+    resized patch equals the old kernel's response to the patch, so the model computes what it did
+    on an upsampled page, and training goes on from there to use the finer detail."""
+    vision = model.model.vision_model
+    old_conv = vision.embeddings.patch_embedding
+    old = old_conv.kernel_size[0]
+    if patch == old:
+        return
+    per_side = model.config.vision_config.image_size // old
+    # Row i: basis patch i resized to the new size; the new kernel w' solves resize^T w' = w.
+    basis = torch.eye(old * old).view(old * old, 1, old, old)
+    resized = F.interpolate(basis, size=(patch, patch), mode="bilinear", align_corners=False)
+    solve = torch.linalg.pinv(resized.view(old * old, -1))  # (patch^2, old^2)
+    with torch.no_grad():
+        w = old_conv.weight.flatten(2)  # (out, in, old^2)
+        new_w = (w @ solve.T).view(*w.shape[:2], patch, patch)
+    conv = torch.nn.Conv2d(old_conv.in_channels, old_conv.out_channels, patch, stride=patch, padding="valid")
+    conv.weight = torch.nn.Parameter(new_w)
+    conv.bias = old_conv.bias
+    model.config.vision_config.patch_size = patch
+    model.config.vision_config.image_size = per_side * patch
+    vision.config = model.config.vision_config
+    vision.embeddings.patch_embedding = conv
+    vision.embeddings.patch_size = patch
+    vision.embeddings.image_size = per_side * patch
+    size = dict(processor.image_processor.size)
+    size["longest_edge"] = per_side * patch
+    processor.image_processor.size = size
+
+
 def image_features(model, batch, freeze_vision: bool = False):
     pv = batch["pixel_values"][:, 0]
     pam = batch["pixel_attention_mask"][:, 0]

@@ -265,6 +265,48 @@ def test_grown_text_layers_leave_the_output_unchanged_and_learn(tmp_path):
     assert grown.mlp.down_proj.weight.grad.abs().sum() > 0
 
 
+def test_resized_patches_see_an_upsampled_page_as_the_old_ones_saw_it(tmp_path):
+    from transformers import AutoProcessor
+
+    model = Idefics2ForConditionalGeneration.from_pretrained(TINY_MODEL_DIR).eval()
+    processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
+    torch.manual_seed(0)
+    rows, cols = 24, 18
+    pixels = torch.nn.functional.avg_pool2d(torch.randn(1, 3, rows * 16, cols * 16), 3, 1, 1)
+
+    def features(m, pix, patch):
+        mask = torch.ones(1, pix.size(2) // patch, pix.size(3) // patch, dtype=torch.bool)
+        with torch.no_grad():
+            return m.model.vision_model(pixel_values=pix, patch_attention_mask=mask).last_hidden_state
+
+    before = features(model, pixels, 16)
+    tiny_model.resize_patches(model, processor, 20)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+
+    loaded = Idefics2ForConditionalGeneration.from_pretrained(tmp_path).eval()
+    vision = loaded.config.vision_config
+    assert (vision.patch_size, vision.image_size) == (20, 480)
+    upsampled = torch.nn.functional.interpolate(pixels, size=(rows * 20, cols * 20), mode="bilinear")
+    after = features(loaded, upsampled, 20)
+    assert after.shape == before.shape
+    assert torch.nn.functional.cosine_similarity(after, before, dim=-1).mean() > 0.99
+    page = AutoProcessor.from_pretrained(tmp_path)(
+        text=["<image>What is the total?"], images=[[reading_pages.render_generic(0).image]], return_tensors="pt")
+    assert max(page["pixel_values"].shape[-2:]) == 480
+    assert int((page["input_ids"] == loaded.config.image_token_id).sum()) == loaded.config.perceiver_config.resampler_n_latents
+    assert loaded(**page).logits.shape[1] == page["input_ids"].shape[1]
+
+
+def test_a_stage_with_resized_patches_needs_their_longest_edge():
+    args = pretrain_tiny.parse_args(["--init-from", str(TINY_MODEL_DIR), "--patch-size", "20"])
+    with pytest.raises(SystemExit, match="pass --longest-edge 480"):
+        pretrain_tiny.load_model(args)
+    args = pretrain_tiny.parse_args(["--init-from", str(TINY_MODEL_DIR), "--patch-size", "20", "--longest-edge", "480"])
+    model, processor = pretrain_tiny.load_model(args)
+    assert processor.image_processor.size["longest_edge"] == model.config.vision_config.image_size == 480
+
+
 def test_oracle_tokens_embed_a_latents_characters_in_slot_order():
     torch.manual_seed(0)
     embeddings = torch.randn(10, 16)
