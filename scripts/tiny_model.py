@@ -84,22 +84,40 @@ def grow_text_layers(model, after: list) -> None:
     nothing to the residual stream and the model computes exactly what it did. Training then
     grows the new layers from there (their zero projections get gradients at once)."""
     text = model.model.text_model
-    outside = sorted(set(after) - set(range(len(text.layers))))
-    if outside:
-        raise ValueError(f"cannot grow after layer(s) {outside}: the language model has {len(text.layers)} "
-                         f"layers, numbered 0-{len(text.layers) - 1}")
-    layers = torch.nn.ModuleList()
+    text.layers = grown_layers(text.layers, after, "language model",
+                               lambda layer: (layer.self_attn.o_proj, layer.mlp.down_proj))
     for i, layer in enumerate(text.layers):
-        layers.append(layer)
+        layer.self_attn.layer_idx = i
+    model.config.text_config.num_hidden_layers = len(text.layers)
+
+
+def grow_vision_layers(model, after: list) -> None:
+    """``grow_text_layers`` for the vision encoder: the copies' attention output and second MLP
+    projections (weights and biases) are zero."""
+    encoder = model.model.vision_model.encoder
+    encoder.layers = grown_layers(encoder.layers, after, "vision encoder",
+                                  lambda layer: (layer.self_attn.out_proj, layer.mlp.fc2))
+    model.config.vision_config.num_hidden_layers = len(encoder.layers)
+
+
+def grown_layers(layers, after: list, name: str, outputs) -> torch.nn.ModuleList:
+    """``layers`` with a copy of layer ``i`` inserted after it for each ``i`` in ``after``, the
+    copy's residual ``outputs(layer)`` projections zeroed."""
+    outside = sorted(set(after) - set(range(len(layers))))
+    if outside:
+        raise ValueError(f"cannot grow after layer(s) {outside}: the {name} has {len(layers)} "
+                         f"layers, numbered 0-{len(layers) - 1}")
+    grown = torch.nn.ModuleList()
+    for i, layer in enumerate(layers):
+        grown.append(layer)
         if i in after:
             extra = copy.deepcopy(layer)
-            torch.nn.init.zeros_(extra.self_attn.o_proj.weight)
-            torch.nn.init.zeros_(extra.mlp.down_proj.weight)
-            layers.append(extra)
-    for i, layer in enumerate(layers):
-        layer.self_attn.layer_idx = i
-    text.layers = layers
-    model.config.text_config.num_hidden_layers = len(layers)
+            for proj in outputs(extra):
+                torch.nn.init.zeros_(proj.weight)
+                if proj.bias is not None:
+                    torch.nn.init.zeros_(proj.bias)
+            grown.append(extra)
+    return grown
 
 
 def resize_patches(model, processor, patch: int) -> None:

@@ -265,6 +265,29 @@ def test_grown_text_layers_leave_the_output_unchanged_and_learn(tmp_path):
     assert grown.mlp.down_proj.weight.grad.abs().sum() > 0
 
 
+def test_grown_vision_layers_leave_the_features_unchanged_and_learn(tmp_path):
+    model = Idefics2ForConditionalGeneration.from_pretrained(TINY_MODEL_DIR)
+    depth = model.config.vision_config.num_hidden_layers
+    pixels = torch.randn(1, 3, 22 * 16, 17 * 16)
+    mask = torch.ones(1, 22, 17, dtype=torch.bool)
+    with torch.no_grad():
+        before = model.model.vision_model(pixel_values=pixels, patch_attention_mask=mask).last_hidden_state
+    with pytest.raises(ValueError, match=rf"vision encoder has {depth} layers"):
+        tiny_model.grow_vision_layers(model, [depth])
+    tiny_model.grow_vision_layers(model, [1, depth - 1])
+    model.save_pretrained(tmp_path)
+
+    loaded = Idefics2ForConditionalGeneration.from_pretrained(tmp_path)
+    layers = loaded.model.vision_model.encoder.layers
+    assert loaded.config.vision_config.num_hidden_layers == len(layers) == depth + 2
+    after = loaded.model.vision_model(pixel_values=pixels, patch_attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(after, before)
+    after.square().sum().backward()
+    grown = layers[2]  # the layer inserted after layer 1
+    assert grown.self_attn.out_proj.weight.grad.abs().sum() > 0
+    assert grown.mlp.fc2.weight.grad.abs().sum() > 0
+
+
 def test_resized_patches_see_an_upsampled_page_as_the_old_ones_saw_it(tmp_path):
     from transformers import AutoProcessor
 
