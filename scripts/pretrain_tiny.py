@@ -262,12 +262,13 @@ def parse_args(argv=None):
     ap.add_argument("--latents-per-patch", type=int, default=1,
                     help="anchored layout: this many latents side by side per patch, each holding the "
                          "characters of its part of the patch (the grid's COLS counts them all)")
-    ap.add_argument("--longest-edge", type=int, default=384,
-                    help="with --init-from it must be the checkpoint's (after --patch-size resizes it)")
-    ap.add_argument("--patch-size", type=int, default=16,
-                    help="with --init-from and a checkpoint of another patch size: resize its patches "
-                         "to this many pixels over the same grid (resize_patches); the longest edge "
-                         "grows with them")
+    ap.add_argument("--longest-edge", type=int, default=None,
+                    help="default 384; with --init-from the checkpoint's (after --patch-size resizes it), "
+                         "and a different value is an error")
+    ap.add_argument("--patch-size", type=int, default=None,
+                    help="default 16; with --init-from the checkpoint's, and another value resizes its "
+                         "patches to this many pixels over the same grid (resize_patches), the longest "
+                         "edge growing with them")
     ap.add_argument("--latent-init-std", type=float, default=0.02)
     ap.add_argument("--text-embed-std", type=float, default=1.0)
     ap.add_argument("--synth-frac", type=float, default=0.5, help="share of pages from doctune.synth kinds")
@@ -283,6 +284,9 @@ def parse_args(argv=None):
     ap.add_argument("--log-every", type=int, default=10)
     args = ap.parse_args(argv)
     assert "invoice" not in args.kinds, "invoice is the held-out target domain"
+    if not args.init_from:  # with it, load_model takes them from the checkpoint
+        args.patch_size = args.patch_size or 16
+        args.longest_edge = args.longest_edge or 384
     if (args.grow_text_layers or args.grow_vision_layers) and not args.init_from:
         ap.error("--grow-text-layers and --grow-vision-layers grow a trained model; give it --init-from")
     if args.latents_per_patch < 1:
@@ -298,9 +302,7 @@ def load_model(args) -> tuple:
     random-weight model with this stage's sizes, initialised by ``init_model``."""
     from transformers import AutoProcessor, Idefics2ForConditionalGeneration
 
-    build_tiny.IMAGE_LONGEST_EDGE = args.longest_edge
     build_tiny.IMAGE_SEQ_LEN = args.latent_grid[0] * args.latent_grid[1]
-    build_tiny.PATCH_SIZE = args.patch_size
     build_tiny.PERCEIVER_DEPTH = args.perceiver_depth
     build_tiny.PERCEIVER_KV_HEADS = args.perceiver_kv_heads
     if args.init_from:
@@ -315,12 +317,17 @@ def load_model(args) -> tuple:
             model.model.connector.load_state_dict(other.model.connector.state_dict())
         grow_text_layers(model, args.grow_text_layers)
         grow_vision_layers(model, args.grow_vision_layers)
-        resize_patches(model, processor, args.patch_size)
-        edge = model.config.vision_config.image_size
-        if args.longest_edge != edge:
-            raise SystemExit(f"--longest-edge {args.longest_edge}: the model's pages are {edge} pixels on "
-                             f"their longest edge with {args.patch_size}-px patches; pass --longest-edge {edge}")
+        if args.patch_size:
+            resize_patches(model, processor, args.patch_size)
+        vision = model.config.vision_config
+        if args.longest_edge not in (None, vision.image_size):
+            raise SystemExit(f"--longest-edge {args.longest_edge}: the model's pages are {vision.image_size} "
+                             f"pixels on their longest edge with {vision.patch_size}-px patches; pass "
+                             f"--longest-edge {vision.image_size} or leave it out")
+        args.patch_size, args.longest_edge = vision.patch_size, vision.image_size
         return model, processor
+    build_tiny.IMAGE_LONGEST_EDGE = args.longest_edge
+    build_tiny.PATCH_SIZE = args.patch_size
     init_dir = args.output.parent / (args.output.name + "-init")
     build_tiny.build(init_dir, args.seed)
     processor = AutoProcessor.from_pretrained(init_dir)

@@ -321,13 +321,23 @@ def test_resized_patches_see_an_upsampled_page_as_the_old_ones_saw_it(tmp_path):
     assert loaded(**page).logits.shape[1] == page["input_ids"].shape[1]
 
 
-def test_a_stage_with_resized_patches_needs_their_longest_edge():
-    args = pretrain_tiny.parse_args(["--init-from", str(TINY_MODEL_DIR), "--patch-size", "20"])
+def test_a_stage_keeps_its_checkpoints_patches_unless_told_otherwise(tmp_path):
+    def load(*options):
+        return pretrain_tiny.load_model(pretrain_tiny.parse_args([*options, "--output", str(tmp_path / "out")]))
+
     with pytest.raises(SystemExit, match="pass --longest-edge 480"):
-        pretrain_tiny.load_model(args)
-    args = pretrain_tiny.parse_args(["--init-from", str(TINY_MODEL_DIR), "--patch-size", "20", "--longest-edge", "480"])
-    model, processor = pretrain_tiny.load_model(args)
+        load("--init-from", str(TINY_MODEL_DIR), "--patch-size", "20", "--longest-edge", "384")
+    model, processor = load("--init-from", str(TINY_MODEL_DIR), "--patch-size", "20")
     assert processor.image_processor.size["longest_edge"] == model.config.vision_config.image_size == 480
+    model.save_pretrained(tmp_path / "p20")
+    processor.save_pretrained(tmp_path / "p20")
+
+    args = pretrain_tiny.parse_args(["--init-from", str(tmp_path / "p20")])
+    model, processor = pretrain_tiny.load_model(args)  # a next stage: the patches stay 20 px
+    assert (args.patch_size, args.longest_edge) == (model.config.vision_config.patch_size, 480) == (20, 480)
+    assert processor.image_processor.size["longest_edge"] == 480
+    fresh = pretrain_tiny.parse_args([])
+    assert (fresh.patch_size, fresh.longest_edge) == (16, 384)
 
 
 def test_oracle_tokens_embed_a_latents_characters_in_slot_order():
