@@ -132,7 +132,7 @@ def resize_patches(model, processor, patch: int) -> None:
     old = old_conv.kernel_size[0]
     if patch == old:
         return
-    per_side = model.config.vision_config.image_size // old
+    edge = model.config.vision_config.image_size // old * patch  # the same patches per side
     # Row i: basis patch i resized to the new size; the new kernel w' solves resize^T w' = w.
     basis = torch.eye(old * old).view(old * old, 1, old, old)
     resized = F.interpolate(basis, size=(patch, patch), mode="bilinear", align_corners=False)
@@ -143,14 +143,13 @@ def resize_patches(model, processor, patch: int) -> None:
     conv = torch.nn.Conv2d(old_conv.in_channels, old_conv.out_channels, patch, stride=patch, padding="valid")
     conv.weight = torch.nn.Parameter(new_w)
     conv.bias = old_conv.bias
-    model.config.vision_config.patch_size = patch
-    model.config.vision_config.image_size = per_side * patch
-    vision.config = model.config.vision_config
+    model.config.vision_config.patch_size = patch  # the vision model's own config object
+    model.config.vision_config.image_size = edge
     vision.embeddings.patch_embedding = conv
     vision.embeddings.patch_size = patch
-    vision.embeddings.image_size = per_side * patch
-    size = dict(processor.image_processor.size)
-    size["longest_edge"] = per_side * patch
+    vision.embeddings.image_size = edge
+    size = dict(processor.image_processor.size)  # a SizeDict, which ** does not unpack
+    size["longest_edge"] = edge
     processor.image_processor.size = size
 
 
