@@ -69,8 +69,8 @@ from stage_files import HEADS, SEEDS, beside, data_seeds, json_logger, save_atom
 from tiny_batches import Batcher, lookup_length, packed_at  # noqa: E402
 from tiny_eval import eval_sets, evaluate, probe_batch  # noqa: E402
 from tiny_model import (  # noqa: E402
-    OracleTokens, crop_features, fresh_connector, grow_text_layers, grow_vision_layers, image_features, init_model,
-    lm_loss, patch_rows_cols, resize_latents, resize_patches, slot_head)
+    OracleTokens, crop_features, fresh_connector, grow_perceiver_layers, grow_text_layers, grow_vision_layers,
+    image_features, init_model, lm_loss, patch_rows_cols, resize_latents, resize_patches, slot_head)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -253,6 +253,8 @@ def parse_args(argv=None):
                          "indices, initialised so the model's output is unchanged (grow_text_layers)")
     ap.add_argument("--grow-vision-layers", type=int, nargs="+", default=[], metavar="AFTER",
                     help="the same for the vision encoder (grow_vision_layers)")
+    ap.add_argument("--grow-perceiver-layers", type=int, nargs="+", default=[], metavar="AFTER",
+                    help="the same for the connector's perceiver (grow_perceiver_layers)")
     ap.add_argument("--perceiver-depth", type=int, default=1)
     ap.add_argument("--perceiver-kv-heads", type=int, default=4)
     ap.add_argument("--latent-layout", default="anchored", choices=["stretched", "anchored"],
@@ -287,8 +289,9 @@ def parse_args(argv=None):
     if not args.init_from:  # with it, load_model takes them from the checkpoint
         args.patch_size = args.patch_size or 16
         args.longest_edge = args.longest_edge or 384
-    if (args.grow_text_layers or args.grow_vision_layers) and not args.init_from:
-        ap.error("--grow-text-layers and --grow-vision-layers grow a trained model; give it --init-from")
+    if (args.grow_text_layers or args.grow_vision_layers or args.grow_perceiver_layers) and not args.init_from:
+        ap.error("--grow-text-layers, --grow-vision-layers and --grow-perceiver-layers grow a trained "
+                 "model; give it --init-from")
     if args.latents_per_patch < 1:
         ap.error(f"--latents-per-patch {args.latents_per_patch}: give 1 or more latents per patch")
     if args.latents_per_patch > 1 and args.latent_layout != "anchored":
@@ -317,6 +320,7 @@ def load_model(args) -> tuple:
             model.model.connector.load_state_dict(other.model.connector.state_dict())
         grow_text_layers(model, args.grow_text_layers)
         grow_vision_layers(model, args.grow_vision_layers)
+        grow_perceiver_layers(model, args.grow_perceiver_layers)
         if args.patch_size:
             resize_patches(model, processor, args.patch_size)
         vision = model.config.vision_config

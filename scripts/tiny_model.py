@@ -100,6 +100,16 @@ def grow_vision_layers(model, after: list) -> None:
     model.config.vision_config.num_hidden_layers = len(encoder.layers)
 
 
+def grow_perceiver_layers(model, after: list) -> None:
+    """``grow_text_layers`` for the connector's perceiver: the copies' attention output and MLP
+    down projections are zero, so the visual tokens are unchanged. A deeper perceiver lets each
+    latent, anchored on its patch by the first layer, gather from the patches around it."""
+    resampler = model.model.connector.perceiver_resampler
+    resampler.layers = grown_layers(resampler.layers, after, "perceiver",
+                                    lambda layer: (layer.self_attn.o_proj, layer.mlp.down_proj))
+    model.config.perceiver_config.resampler_depth = len(resampler.layers)
+
+
 def grown_layers(layers, after: list, name: str, outputs) -> torch.nn.ModuleList:
     """``layers`` with a copy of layer ``i`` inserted after it for each ``i`` in ``after``, the
     copy's residual ``outputs(layer)`` projections zeroed."""

@@ -114,6 +114,30 @@ def test_grown_vision_layers_leave_the_features_unchanged_and_learn(tmp_path):
     assert grown.mlp.fc2.weight.grad.abs().sum() > 0
 
 
+def test_grown_perceiver_layers_leave_the_visual_tokens_unchanged_and_learn(tmp_path):
+    model = Idefics2ForConditionalGeneration.from_pretrained(TINY_MODEL_DIR)
+    depth = model.config.perceiver_config.resampler_depth
+    features = torch.randn(2, 40, model.config.vision_config.hidden_size)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 30:] = False  # a smaller page: padded patches stay out of the new layer's reach too
+    with torch.no_grad():
+        before = model.model.connector(features, attention_mask=mask)
+    with pytest.raises(ValueError, match=rf"perceiver has {depth} layers"):
+        tiny_model.grow_perceiver_layers(model, [depth])
+    tiny_model.grow_perceiver_layers(model, [depth - 1])
+    model.save_pretrained(tmp_path)
+
+    loaded = Idefics2ForConditionalGeneration.from_pretrained(tmp_path)
+    layers = loaded.model.connector.perceiver_resampler.layers
+    assert loaded.config.perceiver_config.resampler_depth == len(layers) == depth + 1
+    after = loaded.model.connector(features, attention_mask=mask)
+    torch.testing.assert_close(after, before)
+    after.square().sum().backward()
+    grown = layers[depth]
+    assert grown.self_attn.o_proj.weight.grad.abs().sum() > 0
+    assert grown.mlp.down_proj.weight.grad.abs().sum() > 0
+
+
 def test_resized_patches_see_an_upsampled_page_as_the_old_ones_saw_it(tmp_path):
     from transformers import AutoProcessor
 
