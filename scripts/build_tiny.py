@@ -14,6 +14,7 @@ Usage:
 """
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,17 +34,23 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 # Printable ASCII, newline and the symbols business documents use beyond ASCII.
 CHARACTERS = [chr(i) for i in range(32, 127)] + ["\n", "€", "£", "¥", "°", "§", "é", "è", "ü", "ö", "ä", "ß", "ñ"]
 
-IMAGE_LONGEST_EDGE = 384
-# Visual tokens per image, the perceiver's latents: one per patch of a portrait page (18 columns x 24
-# rows of 16-px patches at 384 px). Fewer latents each average several patches, and a page's
-# characters no longer reach the language model apart: with 128 latents (8 x 16) a linear probe read
-# 13% of a cell's characters from its latent, against 85% from the encoder's patches.
-IMAGE_SEQ_LEN = 432
-# One perceiver layer whose four heads each have their own keys and values: the latent copies its
-# patch instead of mixing patches over two layers through two shared key/value heads.
-PERCEIVER_DEPTH = 1
-PERCEIVER_KV_HEADS = 4
-PATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The sizes a pre-training stage may choose when it builds the model afresh."""
+
+    longest_edge: int = 384
+    patch_size: int = 16
+    # Visual tokens per image, the perceiver's latents: one per patch of a portrait page (18 columns
+    # x 24 rows of 16-px patches at 384 px). Fewer latents each average several patches, and a page's
+    # characters no longer reach the language model apart: with 128 latents (8 x 16) a linear probe
+    # read 13% of a cell's characters from its latent, against 85% from the encoder's patches.
+    image_seq_len: int = 432
+    # One perceiver layer whose four heads each have their own keys and values: the latent copies
+    # its patch instead of mixing patches over two layers through two shared key/value heads.
+    perceiver_depth: int = 1
+    perceiver_kv_heads: int = 4
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -60,31 +67,31 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_processor() -> Idefics2Processor:
+def build_processor(sizes: Sizes = Sizes()) -> Idefics2Processor:
     """Tokenizer + image processor with a small longest edge and no image splitting."""
     image_processor = Idefics2ImageProcessorPil(
-        do_image_splitting=False, size={"shortest_edge": 32, "longest_edge": IMAGE_LONGEST_EDGE}
+        do_image_splitting=False, size={"shortest_edge": 32, "longest_edge": sizes.longest_edge}
     )
     return Idefics2Processor(
         image_processor=image_processor,
         tokenizer=build_tokenizer(),
-        image_seq_len=IMAGE_SEQ_LEN,
+        image_seq_len=sizes.image_seq_len,
         chat_template=CHAT_TEMPLATE,
     )
 
 
-def build_config(processor: Idefics2Processor) -> Idefics2Config:
+def build_config(processor: Idefics2Processor, sizes: Sizes = Sizes()) -> Idefics2Config:
     """Idefics2 sizes chosen for reading on a CPU: 16-px patches, ~6M parameters."""
     tokenizer = processor.tokenizer
     return Idefics2Config(
         image_token_id=processor.image_token_id,
         vision_config=dict(
             hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-            image_size=IMAGE_LONGEST_EDGE, patch_size=PATCH_SIZE,
+            image_size=sizes.longest_edge, patch_size=sizes.patch_size,
         ),
         perceiver_config=dict(
-            hidden_size=256, resampler_n_latents=IMAGE_SEQ_LEN, resampler_depth=PERCEIVER_DEPTH,
-            resampler_n_heads=4, resampler_head_dim=64, num_key_value_heads=PERCEIVER_KV_HEADS,
+            hidden_size=256, resampler_n_latents=sizes.image_seq_len, resampler_depth=sizes.perceiver_depth,
+            resampler_n_heads=4, resampler_head_dim=64, num_key_value_heads=sizes.perceiver_kv_heads,
         ),
         text_config=dict(
             model_type="mistral", vocab_size=len(tokenizer), hidden_size=256, intermediate_size=768,
@@ -95,11 +102,11 @@ def build_config(processor: Idefics2Processor) -> Idefics2Config:
     )
 
 
-def build(output: Path, seed: int = 0) -> None:
+def build(output: Path, seed: int = 0, sizes: Sizes = Sizes()) -> None:
     """Write a random-weight tiny Idefics2 checkpoint with its processor to ``output``."""
     torch.manual_seed(seed)
-    processor = build_processor()
-    model = Idefics2ForConditionalGeneration(build_config(processor))
+    processor = build_processor(sizes)
+    model = Idefics2ForConditionalGeneration(build_config(processor, sizes))
     eou_id = processor.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
     # Generation stops at the end of the answer, as for the 8B checkpoint.
     model.generation_config.eos_token_id = [eou_id, processor.tokenizer.eos_token_id]

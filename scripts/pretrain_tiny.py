@@ -287,8 +287,8 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     assert "invoice" not in args.kinds, "invoice is the held-out target domain"
     if not args.init_from:  # with it, load_model takes them from the checkpoint
-        args.patch_size = args.patch_size or 16
-        args.longest_edge = args.longest_edge or 384
+        args.patch_size = args.patch_size or build_tiny.Sizes.patch_size
+        args.longest_edge = args.longest_edge or build_tiny.Sizes.longest_edge
     if (args.grow_text_layers or args.grow_vision_layers or args.grow_perceiver_layers) and not args.init_from:
         ap.error("--grow-text-layers, --grow-vision-layers and --grow-perceiver-layers grow a trained "
                  "model; give it --init-from")
@@ -305,16 +305,14 @@ def load_model(args) -> tuple:
     random-weight model with this stage's sizes, initialised by ``init_model``."""
     from transformers import AutoProcessor, Idefics2ForConditionalGeneration
 
-    build_tiny.IMAGE_SEQ_LEN = args.latent_grid[0] * args.latent_grid[1]
-    build_tiny.PERCEIVER_DEPTH = args.perceiver_depth
-    build_tiny.PERCEIVER_KV_HEADS = args.perceiver_kv_heads
+    n_latents = args.latent_grid[0] * args.latent_grid[1]
     if args.init_from:
         processor = AutoProcessor.from_pretrained(args.init_from)
         model = Idefics2ForConditionalGeneration.from_pretrained(args.init_from)
         if args.fresh_connector:
-            fresh_connector(model, processor, build_tiny.IMAGE_SEQ_LEN, args)
+            fresh_connector(model, processor, n_latents, args)
         else:
-            resize_latents(model, processor, build_tiny.IMAGE_SEQ_LEN, args)
+            resize_latents(model, processor, n_latents, args)
         if args.connector_from:
             other = Idefics2ForConditionalGeneration.from_pretrained(args.connector_from)
             model.model.connector.load_state_dict(other.model.connector.state_dict())
@@ -330,10 +328,10 @@ def load_model(args) -> tuple:
                              f"--longest-edge {vision.image_size} or leave it out")
         args.patch_size, args.longest_edge = vision.patch_size, vision.image_size
         return model, processor
-    build_tiny.IMAGE_LONGEST_EDGE = args.longest_edge
-    build_tiny.PATCH_SIZE = args.patch_size
+    sizes = build_tiny.Sizes(longest_edge=args.longest_edge, patch_size=args.patch_size, image_seq_len=n_latents,
+                             perceiver_depth=args.perceiver_depth, perceiver_kv_heads=args.perceiver_kv_heads)
     init_dir = args.output.parent / (args.output.name + "-init")
-    build_tiny.build(init_dir, args.seed)
+    build_tiny.build(init_dir, args.seed, sizes)
     processor = AutoProcessor.from_pretrained(init_dir)
     model = Idefics2ForConditionalGeneration.from_pretrained(init_dir)
     shutil.rmtree(init_dir, ignore_errors=True)

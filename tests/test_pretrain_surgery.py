@@ -188,3 +188,16 @@ def test_a_stage_keeps_its_checkpoints_patches_unless_told_otherwise(tmp_path):
     assert processor.image_processor.size["longest_edge"] == 480
     fresh = pretrain_tiny.parse_args([])
     assert (fresh.patch_size, fresh.longest_edge) == (16, 384)
+
+
+def test_a_fresh_stage_builds_the_model_at_its_options_sizes(tmp_path):
+    args = pretrain_tiny.parse_args(["--output", str(tmp_path / "out"), "--latent-grid", "12", "16",
+                                     "--patch-size", "24", "--perceiver-depth", "2", "--perceiver-kv-heads", "2"])
+    model, processor = pretrain_tiny.load_model(args)
+    config = model.config
+    assert (config.vision_config.patch_size, config.vision_config.image_size) == (24, 384)
+    assert processor.image_processor.size["longest_edge"] == 384
+    perceiver = config.perceiver_config
+    assert (perceiver.resampler_n_latents, perceiver.resampler_depth, perceiver.num_key_value_heads) == (192, 2, 2)
+    assert processor.image_seq_len == 192 == model.model.connector.perceiver_resampler.latents.shape[0]
+    assert not (tmp_path / "out-init").exists()  # the random-weight build is a temporary step
