@@ -35,7 +35,6 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 CHARACTERS = [chr(i) for i in range(32, 127)] + ["\n", "€", "£", "¥", "°", "§", "é", "è", "ü", "ö", "ä", "ß", "ñ"]
 
 
-
 @dataclass(frozen=True)
 class Sizes:
     """The sizes a pre-training stage may choose when it builds the model afresh."""
@@ -81,7 +80,7 @@ def build_processor(sizes: Sizes = Sizes()) -> Idefics2Processor:
 
 
 def build_config(processor: Idefics2Processor, sizes: Sizes = Sizes()) -> Idefics2Config:
-    """Idefics2 sizes chosen for reading on a CPU: 16-px patches, ~6M parameters."""
+    """Idefics2 sizes chosen for reading on a CPU (~6M parameters), with ``sizes``' patches and latents."""
     tokenizer = processor.tokenizer
     return Idefics2Config(
         image_token_id=processor.image_token_id,
