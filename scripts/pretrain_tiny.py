@@ -255,8 +255,8 @@ def parse_args(argv=None):
                     help="the same for the vision encoder (grow_vision_layers)")
     ap.add_argument("--grow-perceiver-layers", type=int, nargs="+", default=[], metavar="AFTER",
                     help="the same for the connector's perceiver (grow_perceiver_layers)")
-    ap.add_argument("--perceiver-depth", type=int, default=1)
-    ap.add_argument("--perceiver-kv-heads", type=int, default=4)
+    ap.add_argument("--perceiver-depth", type=int, default=build_tiny.Sizes.perceiver_depth)
+    ap.add_argument("--perceiver-kv-heads", type=int, default=build_tiny.Sizes.perceiver_kv_heads)
     ap.add_argument("--latent-layout", default="anchored", choices=["stretched", "anchored"],
                     help="stretched: the grid divides every page evenly; anchored: latent (r, c) is "
                          "patch (r, c) on pages that fit the grid (one patch per latent, no mixing)")
@@ -265,12 +265,12 @@ def parse_args(argv=None):
                     help="anchored layout: this many latents side by side per patch, each holding the "
                          "characters of its part of the patch (the grid's COLS counts them all)")
     ap.add_argument("--longest-edge", type=int, default=None,
-                    help="default 384; with --init-from the checkpoint's (after --patch-size resizes it), "
-                         "and a different value is an error")
+                    help=f"default {build_tiny.Sizes.longest_edge}; with --init-from the checkpoint's "
+                         "(after --patch-size resizes it), and a different value is an error")
     ap.add_argument("--patch-size", type=int, default=None,
-                    help="default 16; with --init-from the checkpoint's, and another value resizes its "
-                         "patches to this many pixels over the same grid (resize_patches), the longest "
-                         "edge growing with them")
+                    help=f"default {build_tiny.Sizes.patch_size}; with --init-from the checkpoint's, and "
+                         "another value resizes its patches to this many pixels over the same grid "
+                         "(resize_patches), the longest edge growing with them")
     ap.add_argument("--latent-init-std", type=float, default=0.02)
     ap.add_argument("--text-embed-std", type=float, default=1.0)
     ap.add_argument("--synth-frac", type=float, default=0.5, help="share of pages from doctune.synth kinds")
