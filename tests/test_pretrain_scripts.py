@@ -405,3 +405,11 @@ def test_a_stage_that_reuses_an_earlier_seed_is_warned(tmp_path, capsys):
     assert stage_files.data_seeds(again, records.append) == [0, 0]
     assert "--seed 0 was used by an earlier stage" in records[0]["warning"]
     assert "--seed 0 was used" in capsys.readouterr().err
+
+
+def test_the_target_kind_is_trained_on_only_when_a_diagnostic_asks(capsys):
+    with pytest.raises(SystemExit):
+        pretrain_tiny.parse_args(["--kinds", "receipt", "invoice"])
+    assert "invoice is the demo's held-out target kind" in capsys.readouterr().err
+    args = pretrain_tiny.parse_args(["--kinds", "invoice", "--train-on-target"])
+    assert args.kinds == ["invoice"] and args.train_on_target
