@@ -172,7 +172,7 @@ def main(argv=None) -> None:
 
     held_rng = random.Random(424242)
     held = {"generic": [reading_pages.render_generic(3_000_000 + i) for i in range(8)]}
-    for kind in args.kinds + ["invoice"]:
+    for kind in args.kinds + [reading_pages.TARGET_KIND]:
         held[kind] = [reading_pages.synth_page(kind, 3_100_000 + i, held_rng) for i in range(8)]
 
     cache = PageCache(batcher, bargs.patch_size, args.capacity)

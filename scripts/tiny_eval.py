@@ -9,7 +9,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.nn.functional as F
 
-from reading_pages import FOLLOWS, READ_ON, TRANSCRIBE, render_generic, synth_available, synth_page
+from reading_pages import FOLLOWS, READ_ON, TARGET_KIND, TRANSCRIBE, render_generic, synth_available, synth_page
 from tiny_model import image_features, lm_loss
 
 
@@ -93,7 +93,7 @@ def eval_sets(args) -> dict:
     sets["generic"] = items
     if synth_available():
         # Unique: a kind repeated in --kinds to weight training gets one set.
-        for kind in [*dict.fromkeys(args.kinds), "invoice"]:
+        for kind in [*dict.fromkeys(args.kinds), TARGET_KIND]:
             items = []
             for s in range(args.eval_pages):
                 p = synth_page(kind, 900_000 + s, rng)
