@@ -19,6 +19,8 @@ from pathlib import Path
 
 import matplotlib
 
+from reading_pages import TARGET_KIND
+
 ROOT = Path(__file__).resolve().parents[1]
 MIN_EVAL = 8  # questions per kind below which a held-out evaluation is not plotted
 SERIES = {"lm": ("LM loss", 0), "text": ("LM loss, questions on page text", 0),
@@ -28,7 +30,7 @@ SERIES = {"lm": ("LM loss", 0), "text": ("LM loss, questions on page text", 0),
           "oracle_cos": ("visual tokens vs oracle (cosine)", 1)}
 
 
-EVALS = {"anls": "pre-training kinds (mean)", "invoice": "invoice (never trained on)",
+EVALS = {"anls": "pre-training kinds (mean)", TARGET_KIND: f"{TARGET_KIND} (never trained on)",
          "oracle": "pre-training kinds (mean), through the oracle's visual tokens"}
 
 
@@ -40,7 +42,7 @@ def counted(scores: dict | None) -> bool:
 
 def kinds_mean(scores: dict) -> float:
     """Mean ANLS over the pre-training kinds (the held-out invoices left out)."""
-    kinds = [v["anls"] for k, v in scores.items() if k != "invoice"]
+    kinds = [v["anls"] for k, v in scores.items() if k != TARGET_KIND]
     return sum(kinds) / len(kinds)
 
 
@@ -80,8 +82,8 @@ def plot(log: Path, output: Path) -> Path:
             scores = record.get("eval") or record.get("final_eval")
             if counted(scores):
                 points["anls"].append((offset + step, kinds_mean(scores)))
-                if "invoice" in scores:
-                    points["invoice"].append((offset + step, scores["invoice"]["anls"]))
+                if TARGET_KIND in scores:
+                    points[TARGET_KIND].append((offset + step, scores[TARGET_KIND]["anls"]))
             if counted(record.get("eval_oracle")):
                 points["oracle"].append((offset + step, kinds_mean(record["eval_oracle"])))
         offset += last

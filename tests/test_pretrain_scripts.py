@@ -413,3 +413,9 @@ def test_the_target_kind_is_trained_on_only_when_a_diagnostic_asks(capsys):
     assert "invoice is the demo's held-out target kind" in capsys.readouterr().err
     args = pretrain_tiny.parse_args(["--kinds", "invoice", "--train-on-target"])
     assert args.kinds == ["invoice"] and args.train_on_target
+
+
+def test_pre_training_holds_out_the_kind_the_demo_fine_tunes_on():
+    from doctune.demo import DemoSettings
+
+    assert reading_pages.TARGET_KIND == DemoSettings().kind
