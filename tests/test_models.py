@@ -13,16 +13,42 @@ from doctune.models import (
     load_processor,
     lora_config,
     pick_dtype,
+    resolve_precision,
 )
 
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("native, dtype", [(True, torch.bfloat16), (False, torch.float32)])
-def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, native, dtype):
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: native)
+@pytest.mark.parametrize("faster, dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_precision_on_cpu_is_bf16_only_where_it_is_the_faster(monkeypatch, faster, dtype):
+    monkeypatch.setattr(models, "cpu_bf16_is_faster", lambda: faster)
     assert pick_dtype("auto", CPU) == dtype
+    assert resolve_precision("auto", CPU) == {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
     assert pick_dtype("fp32", CPU) == torch.float32
+    assert resolve_precision("bf16", CPU) == "bf16"
+
+
+@pytest.fixture
+def fresh_timing():
+    models.cpu_bf16_is_faster.cache_clear()
+    yield
+    models.cpu_bf16_is_faster.cache_clear()  # later tests time this machine's CPU again
+
+
+@pytest.mark.parametrize("bf16_seconds, faster", [(0.5, True), (2.0, False)])
+def test_cpus_with_bf16_instructions_take_the_dtype_whose_product_was_faster(
+        monkeypatch, fresh_timing, bf16_seconds, faster):
+    """A Xeon without AMX reports avx512_bf16 yet multiplies bf16 at half fp32's speed."""
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    seconds = {torch.bfloat16: bf16_seconds, torch.float32: 1.0}
+    monkeypatch.setattr(models, "_matmul_seconds", seconds.__getitem__)
+    assert models.cpu_bf16_is_faster() is faster
+
+
+def test_cpus_that_emulate_bf16_keep_fp32_without_timing_it(monkeypatch, fresh_timing):
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(models, "_matmul_seconds", lambda dtype: pytest.fail(f"timed {dtype} on an emulating CPU"))
+    assert models.cpu_bf16_is_faster() is False
 
 
 def test_fp16_on_cpu_is_refused_with_the_alternative():

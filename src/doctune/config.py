@@ -68,7 +68,8 @@ class ModelSettings(_Strict):
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="'auto' picks bf16 where the GPU supports it, else fp16 on GPU; on CPU, bf16 "
-                            "where the CPU runs it natively (AMX or AVX-512 bf16), else fp32."
+                            "where a bf16 matrix product is faster than an fp32 one (timed once, on CPUs with AMX or "
+                            "AVX-512 bf16), else fp32."
     )
 
 

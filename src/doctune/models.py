@@ -5,7 +5,9 @@ adapter touches. ``full``, ``lora``, ``dora`` and ``qlora`` differ only in what
 :func:`load_model` returns; the training loop never branches on the method.
 """
 
+import functools
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -55,22 +57,53 @@ def load_processor(name: str, do_image_splitting: bool = False, longest_edge: in
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU runs bf16 matrix products in hardware rather than emulating them.
-
-    AMX tiles (recent Xeons) run them many times faster than fp32 (about 3 TFLOPS against 0.2-0.4
-    on two Sapphire Rapids cores); AVX-512 bf16 instructions (recent AMD EPYCs, Cooper Lake Xeons)
-    make doctune-tiny's demo take 0.83 of its fp32 time. With AVX2 only, bf16 is emulated and far
-    slower than fp32.
-    """
+    """Whether this CPU has bf16 instructions (AMX tiles or AVX-512 bf16) rather than emulating bf16."""
     return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def _matmul_seconds(dtype: torch.dtype, rounds: int = 5, repeats: int = 4) -> float:
+    """The best time of ``repeats`` products of a 512 x 256 and a 256 x 1024 matrix (doctune-tiny's
+    feed-forward shape for a batch of image tokens) in ``dtype``, over ``rounds`` tries."""
+    left, right = torch.randn(512, 256).to(dtype), torch.randn(256, 1024).to(dtype)
+    left @ right  # the first call loads the kernel
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            left @ right
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@functools.cache
+def cpu_bf16_is_faster() -> bool:
+    """Whether bf16 matrix products beat fp32 ones on this CPU, timed once per process.
+
+    Having the instructions does not settle it. AMX tiles (recent Xeons) run bf16 many times
+    faster than fp32 (about 3 TFLOPS against 0.2-0.4 on two Sapphire Rapids cores), and AVX-512
+    bf16 on an AMD EPYC made doctune-tiny's demo take 0.83 of its fp32 time; but on a Xeon without
+    AMX that reports ``avx512_bf16``, bf16 products ran at about half fp32's speed (103 against 196
+    GFLOPS on one thread) and the demo's steps took 1.6 times as long. So where the instructions
+    exist, one product is timed in each dtype (a few milliseconds); where they do not, bf16 is
+    emulated and far slower, and it is not timed at all.
+    """
+    if not cpu_has_native_bf16():
+        return False
+    bf16, fp32 = _matmul_seconds(torch.bfloat16), _matmul_seconds(torch.float32)
+    log.info("precision auto: a bf16 matrix product takes %.2f of fp32's time on this CPU, so %s", bf16 / fp32,
+             "bf16" if bf16 < fp32 else "fp32")
+    return bf16 < fp32
+
+
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The compute dtype for ``precision`` on ``device``.
 
     'auto' takes bf16 on GPUs that support it and fp16 on other GPUs. On a CPU it takes bf16
-    where the CPU runs it natively (with AMX, twice the speed of fp32 for doctune-tiny, training
-    and generation alike) and fp32 elsewhere, where bf16 kernels are emulated and slower than fp32.
+    where bf16 matrix products are faster than fp32 ones (with AMX, twice the speed of fp32 for
+    doctune-tiny, training and generation alike; see :func:`cpu_bf16_is_faster`) and fp32 elsewhere.
 
     Raises:
         ValueError: bf16/fp16 was asked for on a device that cannot run it.
@@ -78,13 +111,19 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     on_gpu = device.type == "cuda"
     if precision == "auto":
         if not on_gpu:
-            return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+            return torch.bfloat16 if cpu_bf16_is_faster() else torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
         raise ValueError("precision bf16: this GPU has no bf16 support; use precision=fp16 or auto")
     if precision == "fp16" and not on_gpu:
         raise ValueError("precision fp16 needs a GPU; on CPU use precision=fp32 (or bf16)")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    return PRECISIONS[precision]
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``precision`` with 'auto' replaced by what :func:`pick_dtype` chooses: 'bf16', 'fp16' or 'fp32'."""
+    dtype = pick_dtype(precision, device)
+    return next(name for name, value in PRECISIONS.items() if value == dtype)
 
 
 def check_qlora_supported(device: torch.device) -> None:
