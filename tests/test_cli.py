@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from doctune.cli import build_parser, main
@@ -127,3 +128,23 @@ def test_a_misspelt_demo_setting_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "max_step: unknown key" in err and "Traceback" not in err
     assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs on a GPU")
+def test_demo_in_fp16_on_a_cpu_is_a_one_line_error_before_anything_is_written(tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path / "demo"), "precision=fp16"]) == 2
+    err = capsys.readouterr().err
+    assert "precision fp16 needs a GPU; on CPU use precision=fp32" in err and "Traceback" not in err
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "train"])
+def test_a_model_that_cannot_be_found_is_a_one_line_error_naming_it(command, docvqa_folder, tmp_path, capsys):
+    args = {"predict": ["--image", str(tmp_path / "page.png"), "--question", "Total?"],
+            "train": ["--data", str(docvqa_folder), "--output", str(tmp_path / "run"), "--max-steps", "1"]}[command]
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "page.png")
+    assert main([command, "--model", str(tmp_path / "no-such-model"), *args]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot load the model '{tmp_path / 'no-such-model'}'" in err and "a model folder" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -52,7 +52,7 @@ def test_cpus_that_emulate_bf16_keep_fp32_without_timing_it(monkeypatch, fresh_t
 
 
 def test_fp16_on_cpu_is_refused_with_the_alternative():
-    with pytest.raises(ValueError, match="fp32"):
+    with pytest.raises(UnsupportedError, match="fp32"):
         pick_dtype("fp16", CPU)
 
 

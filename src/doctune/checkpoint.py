@@ -39,6 +39,7 @@ from doctune.models import (
     load_processor,
     pick_dtype,
     quantization_config,
+    reading_model,
     resolve_model_path,
 )
 
@@ -208,13 +209,17 @@ def load_for_inference(spec: str, device: torch.device, precision: str = "auto")
 
     Returns:
         (model in eval mode on ``device``, processor).
+
+    Raises:
+        ModelLoadError: ``spec`` names no model that can be found or read.
     """
     directory, config = find_model_dir(spec)
     dtype = pick_dtype(precision, device)
-    if config is None or config.model.method == "full":
-        model = MODEL_CLASS.from_pretrained(directory, dtype=dtype).to(device)
-    else:
-        model = _load_adapter_model(directory, config.model, dtype, device)
+    with reading_model(spec):
+        if config is None or config.model.method == "full":
+            model = MODEL_CLASS.from_pretrained(directory, dtype=dtype).to(device)
+        else:
+            model = _load_adapter_model(directory, config.model, dtype, device)
     # Plain models follow the seed recipe and keep image splitting off; a run's own setting wins.
     splitting = config.model.do_image_splitting if config is not None else False
     return model.eval(), load_processor(directory, do_image_splitting=splitting)

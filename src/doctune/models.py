@@ -5,6 +5,7 @@ adapter touches. ``full``, ``lora``, ``dora`` and ``qlora`` differ only in what
 :func:`load_model` returns; the training loop never branches on the method.
 """
 
+import contextlib
 import functools
 import logging
 import time
@@ -25,7 +26,12 @@ log = logging.getLogger(__name__)
 
 
 class UnsupportedError(DoctuneError, RuntimeError):
-    """The requested method cannot run on this machine."""
+    """The requested method or precision cannot run on this machine."""
+
+
+class ModelLoadError(DoctuneError, OSError):
+    """A model, its processor or an adapter could not be found or read."""
+
 
 TINY_MODEL = "doctune-tiny"
 TINY_MODEL_DIR = Path(__file__).parent / "assets" / TINY_MODEL
@@ -45,9 +51,24 @@ def resolve_model_path(name: str) -> str:
     return str(TINY_MODEL_DIR) if name == TINY_MODEL else name
 
 
+@contextlib.contextmanager
+def reading_model(name: str):
+    """Turn the OSError that transformers and peft raise for a model they cannot find or read (a
+    mistyped hub id, a folder without weights) into a :class:`ModelLoadError` naming ``name``."""
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except OSError as err:
+        raise ModelLoadError(f"cannot load the model {name!r}: {err}\nA model is {TINY_MODEL}, a Hugging Face hub "
+                             "id such as HuggingFaceM4/idefics2-8b, a model folder, or a doctune run or "
+                             "checkpoint folder.") from err
+
+
 def load_processor(name: str, do_image_splitting: bool = False, longest_edge: int | None = None):
     """Load the processor of ``name`` (hub id or folder), with the page-resolution options applied."""
-    processor = AutoProcessor.from_pretrained(resolve_model_path(name), do_image_splitting=do_image_splitting)
+    with reading_model(name):
+        processor = AutoProcessor.from_pretrained(resolve_model_path(name), do_image_splitting=do_image_splitting)
     if longest_edge is not None:
         size = dict(processor.image_processor.size)
         size["longest_edge"] = longest_edge
@@ -106,7 +127,7 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     doctune-tiny, training and generation alike; see :func:`cpu_bf16_is_faster`) and fp32 elsewhere.
 
     Raises:
-        ValueError: bf16/fp16 was asked for on a device that cannot run it.
+        UnsupportedError: bf16/fp16 was asked for on a device that cannot run it.
     """
     on_gpu = device.type == "cuda"
     if precision == "auto":
@@ -114,9 +135,9 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16 if cpu_bf16_is_faster() else torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
-        raise ValueError("precision bf16: this GPU has no bf16 support; use precision=fp16 or auto")
+        raise UnsupportedError("precision bf16: this GPU has no bf16 support; use precision=fp16 or auto")
     if precision == "fp16" and not on_gpu:
-        raise ValueError("precision fp16 needs a GPU; on CPU use precision=fp32 (or bf16)")
+        raise UnsupportedError("precision fp16 needs a GPU; on CPU use precision=fp32 (or bf16)")
     return PRECISIONS[precision]
 
 
@@ -189,12 +210,13 @@ def load_model(settings: ModelSettings, device: torch.device):
     # Full fine-tuning keeps fp32 master weights; autocast supplies the low precision compute.
     load_dtype = torch.float32 if settings.method == "full" else dtype
     quant = quantization_config(settings, dtype)
-    model = MODEL_CLASS.from_pretrained(
-        resolve_model_path(settings.name),
-        dtype=load_dtype,
-        quantization_config=quant,
-        device_map={"": device} if quant is not None else None,
-    )
+    with reading_model(settings.name):
+        model = MODEL_CLASS.from_pretrained(
+            resolve_model_path(settings.name),
+            dtype=load_dtype,
+            quantization_config=quant,
+            device_map={"": device} if quant is not None else None,
+        )
     if quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
     elif settings.gradient_checkpointing:
