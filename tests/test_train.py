@@ -191,6 +191,17 @@ def test_a_second_run_into_the_same_folder_is_refused(docvqa_folder, tmp_path):
         train(config)
 
 
+
+@pytest.mark.parametrize("mistake", ["data.train=missing.jsonl", "model.name=no-such-model-folder"])
+def test_a_run_that_fails_before_training_leaves_no_folder_to_block_the_corrected_one(docvqa_folder, tmp_path,
+                                                                                      mistake):
+    run = tmp_path / "run"
+    with pytest.raises(Exception, match="missing.jsonl|no-such-model-folder"):
+        train(make_config(docvqa_folder, run, "model.method=full", "train.max_steps=1", mistake))
+    assert not run.exists()
+    train(make_config(docvqa_folder, run, "model.method=full", "train.max_steps=1"))
+    assert (run / "config.yaml").is_file()
+
 def _first_step(folder, output, batch_size, grad_accum):
     """Loss, token count and gradients of one optimizer step's worth of micro-batches."""
     config = make_config(folder, output, "model.method=full", f"train.batch_size={batch_size}",

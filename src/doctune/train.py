@@ -136,18 +136,27 @@ class _BatchStream:
         return batch
 
 
-def _setup_run_dir(config: Config, resume: bool) -> Path:
+def _check_run_dir(config: Config, resume: bool) -> Path:
+    """The run folder, once it is clear that this run may use it; nothing is written yet."""
     run_dir = config.train.output
-    has_run = (run_dir / CONFIG_FILE).is_file()
-    if has_run and not resume:
+    if (run_dir / CONFIG_FILE).is_file() and not resume:
         raise RunFolderError(f"{run_dir} already holds a training run: pass --resume to continue it, "
                              "or choose another --output")
     if resume and last_checkpoint(run_dir) is None:
         raise RunFolderError(f"--resume: {run_dir} has no checkpoint to resume from")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not has_run:
-        write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
     return run_dir
+
+
+def _claim_run_dir(config: Config, run_dir: Path) -> None:
+    """Create the run folder and save the run's settings there, unless they are there already.
+
+    Called once the data, the precision and the model have loaded: a run that fails before that
+    (a mistyped path, fp16 on a CPU) leaves no folder behind that the corrected command would
+    refuse as another run's.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / CONFIG_FILE).is_file():
+        write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
 
 
 def _setup_accelerator(config: Config, run_dir: Path) -> Accelerator:
@@ -294,12 +303,13 @@ def train(config: Config, resume: bool = False) -> Path:
         ConfigError: ``resume`` with settings the saved state cannot continue under.
         DataError: a bad record, unless ``data.skip_invalid``.
     """
-    run_dir = _setup_run_dir(config, resume)
+    run_dir = _check_run_dir(config, resume)
     accelerator = _setup_accelerator(config, run_dir)
     set_seed(config.train.seed)
     train_data, eval_data = _setup_data(config)
     processor = load_processor(config.model.name, config.model.do_image_splitting, config.model.longest_edge)
     model = load_model(config.model, accelerator.device)
+    _claim_run_dir(config, run_dir)
     trainable, total = count_parameters(model)
     log.info("%s: %s trainable of %s parameters", config.model.method, f"{trainable:,}", f"{total:,}")
     optimizer, scheduler = _setup_optimizer(model, config)
