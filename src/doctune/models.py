@@ -83,8 +83,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def _matmul_seconds(dtype: torch.dtype, rounds: int = 5, repeats: int = 4) -> float:
-    """The best time of ``repeats`` products of a 512 x 256 and a 256 x 1024 matrix (doctune-tiny's
-    feed-forward shape for a batch of image tokens) in ``dtype``, over ``rounds`` tries."""
+    """The best time of ``repeats`` products of a 512 x 256 and a 256 x 1024 matrix in ``dtype``, over
+    ``rounds`` tries: about the sizes of doctune-tiny's (width 256, feed-forward layers 512 and 768 wide)."""
     left, right = torch.randn(512, 256).to(dtype), torch.randn(256, 1024).to(dtype)
     left @ right  # the first call loads the kernel
     best = float("inf")
