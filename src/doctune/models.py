@@ -57,8 +57,6 @@ def reading_model(name: str):
     mistyped hub id, a folder without weights) into a :class:`ModelLoadError` naming ``name``."""
     try:
         yield
-    except ModelLoadError:
-        raise
     except OSError as err:
         raise ModelLoadError(f"cannot load the model {name!r}: {err}\nA model is {TINY_MODEL}, a Hugging Face hub "
                              "id such as HuggingFaceM4/idefics2-8b, a model folder, or a doctune run or "
