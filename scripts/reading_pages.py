@@ -384,7 +384,9 @@ def synth_page(kind: str, seed: int, rng: random.Random, all_rows: bool = False)
     from doctune.synth import generate_document
     from doctune.synth.questions import row_qa
 
-    doc = generate_document(kind, seed)
+    import party_pages
+
+    doc = party_pages.generate(seed) if kind == party_pages.KIND else generate_document(kind, seed)
     chars = []
     boxes = list(getattr(doc, "bounding_boxes", []) or [])
     words = list(getattr(doc, "words", []) or [])

@@ -13,6 +13,7 @@ from doctune.synth import generate_document
 from doctune.synth.questions import count_runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import party_pages  # noqa: E402
 import pretrain_tiny  # noqa: E402
 import reading_pages  # noqa: E402
 import stage_files  # noqa: E402
@@ -70,6 +71,29 @@ def test_all_rows_adds_the_remaining_cells_and_keeps_the_rest():
     cells = {v for k, v in doc.fields.items() if k.startswith("item_") and count_runs(doc.words, v) == 1}
     assert {a for _, a in added} <= cells
     assert cells <= set(answers)
+
+
+def test_party_pages_ask_each_party_by_its_role_and_never_name_the_target_kind():
+    roles = {}
+    for seed in range(12):
+        doc = party_pages.generate(seed)
+        assert party_pages.generate(seed).qa == doc.qa  # a seed gives the same page
+        asked = dict((a, q) for q, a in doc.qa)
+        for key in ("party0_name", "party1_name"):
+            if key in doc.fields and count_runs(doc.words, doc.fields[key]) == 1:
+                question = asked[doc.fields[key]]
+                roles[question] = roles.get(question, 0) + 1
+                assert doc.fields[key] != doc.fields["issuer_name"]
+        for question, answer in doc.qa:
+            assert count_runs(doc.words, answer) == 1, (seed, question, answer)
+        cells = {v for k, v in doc.fields.items() if k.startswith("item_") and count_runs(doc.words, v) == 1}
+        assert cells and cells <= set(asked)
+        # (a company's mailbox may be billing@...: an address, not a heading or a question)
+        text = " ".join([w for w in doc.words if "@" not in w] + [q for q, _ in doc.qa]).lower()
+        assert "invoice" not in text and "bill" not in text
+    assert len(roles) > 5  # the parties are asked for in many wordings
+    page = reading_pages.synth_page(party_pages.KIND, 3, random.Random(0), all_rows=True)
+    assert page.kind == party_pages.KIND and page.chars and len(page.qa) > 10
 
 
 def test_densest_crop_picks_the_inked_window():
