@@ -74,15 +74,14 @@ def test_all_rows_adds_the_remaining_cells_and_keeps_the_rest():
 
 
 def test_party_pages_ask_each_party_by_its_role_and_never_name_the_target_kind():
-    roles = {}
+    wordings = set()
     for seed in range(12):
         doc = party_pages.generate(seed)
         assert party_pages.generate(seed).qa == doc.qa  # a seed gives the same page
         asked = dict((a, q) for q, a in doc.qa)
         for key in ("party0_name", "party1_name"):
             if key in doc.fields and count_runs(doc.words, doc.fields[key]) == 1:
-                question = asked[doc.fields[key]]
-                roles[question] = roles.get(question, 0) + 1
+                wordings.add(asked[doc.fields[key]])
                 assert doc.fields[key] != doc.fields["issuer_name"]
         for question, answer in doc.qa:
             assert count_runs(doc.words, answer) == 1, (seed, question, answer)
@@ -91,7 +90,7 @@ def test_party_pages_ask_each_party_by_its_role_and_never_name_the_target_kind()
         # (a company's mailbox may be billing@...: an address, not a heading or a question)
         text = " ".join([w for w in doc.words if "@" not in w] + [q for q, _ in doc.qa]).lower()
         assert "invoice" not in text and "bill" not in text
-    assert len(roles) > 5  # the parties are asked for in many wordings
+    assert len(wordings) > 5  # the parties are asked for in many wordings
     page = reading_pages.synth_page(party_pages.KIND, 3, random.Random(0), all_rows=True)
     assert page.kind == party_pages.KIND and page.chars and len(page.qa) > 10
 
