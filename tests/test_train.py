@@ -191,7 +191,6 @@ def test_a_second_run_into_the_same_folder_is_refused(docvqa_folder, tmp_path):
         train(config)
 
 
-
 @pytest.mark.parametrize("mistake", ["data.train=missing.jsonl", "model.name=no-such-model-folder"])
 def test_a_run_that_fails_before_training_leaves_no_folder_to_block_the_corrected_one(docvqa_folder, tmp_path,
                                                                                       mistake):
@@ -201,6 +200,7 @@ def test_a_run_that_fails_before_training_leaves_no_folder_to_block_the_correcte
     assert not run.exists()
     train(make_config(docvqa_folder, run, "model.method=full", "train.max_steps=1"))
     assert (run / "config.yaml").is_file()
+
 
 def _first_step(folder, output, batch_size, grad_accum):
     """Loss, token count and gradients of one optimizer step's worth of micro-batches."""
