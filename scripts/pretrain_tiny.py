@@ -279,6 +279,9 @@ def parse_args(argv=None):
                     help="synth kinds of the training pages, drawn uniformly (repeat one to weight it)")
     ap.add_argument("--all-rows", action="store_true",
                     help="training pages ask about every line-item and transaction cell, not three")
+    ap.add_argument("--key-anywhere", type=float, default=0.0,
+                    help="share of the generic pages' tables whose row names are not in the first column, so "
+                         "that some answers lie left of the name (count columns then hold small integers)")
     ap.add_argument("--train-on-target", action="store_true",
                     help=f"allow the demo's target kind ({TARGET_KIND}) in --kinds: for diagnostics only, such as "
                          "the score a perfect reader reaches after fine-tuning; such a checkpoint is no "

@@ -59,6 +59,7 @@ TITLES = ["STATEMENT", "DELIVERY NOTE", "QUOTATION", "MEMO", "PACKING LIST", "RE
           "APPLICATION", "CERTIFICATE", "REMITTANCE ADVICE", "CREDIT NOTE", "WORK ORDER", "SUMMARY"]
 COLUMNS = ["Item", "Description", "Qty", "Price", "Amount", "Date", "Debit", "Credit", "Code", "Unit", "Rate",
            "Hours", "Ref", "Balance", "Total", "Weight", "SKU", "Days"]
+COUNTS = ("Qty", "Hours", "Days")
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
@@ -100,8 +101,8 @@ class GenericSheet:
     lines and its questions. Every random choice comes from ``rng`` in drawing order, so a seed
     gives the same page."""
 
-    def __init__(self, rng: random.Random, width: int):
-        self.rng, self.width = rng, width
+    def __init__(self, rng: random.Random, width: int, key_anywhere: float = 0.0):
+        self.rng, self.width, self.key_anywhere = rng, width, key_anywhere
         self.height = int(width * rng.choice([1.294, 1.414, 1.2, 1.35]))
         self.img = Image.new("RGB", (width, self.height), "white")
         self.draw = ImageDraw.Draw(self.img)
@@ -194,10 +195,14 @@ class GenericSheet:
         self.y += self.gap // 2
 
     def table(self) -> None:
-        """A ruled header of 2-4 columns and 2-5 rows; one cell of each row is asked about."""
+        """A ruled header of 2-4 columns and 2-5 rows; one cell of each row is asked about, by the
+        row's name. The name is in the first column, or with ``key_anywhere`` (a share of tables)
+        in another, so that some answers lie left of the name; in that mode count columns ("Qty",
+        "Hours", "Days") hold small integers, as an invoice's quantities do."""
         rng, rf = self.rng, font(self.regular, self.size)
         ncol = rng.randint(2, 4)
         heads = rng.sample(COLUMNS, ncol)
+        key = rng.randrange(1, ncol) if self.key_anywhere and rng.random() < self.key_anywhere else 0
         colw = (self.width - 2 * self.margin) / ncol
         hf = font("DejaVuSans-Bold.ttf", self.size)
         for j, h in enumerate(heads):
@@ -208,15 +213,22 @@ class GenericSheet:
         for _ in range(rng.randint(2, 5)):
             if self.full():
                 break
-            row = [word(rng) if j == 0 else value(rng) for j in range(ncol)]
+            row = [word(rng) if j == key else self.cell(heads[j]) for j in range(ncol)]
             row = [r if rf.getlength(r) < colw - 6 else r[: max(3, int(len(r) * (colw - 6) / rf.getlength(r)))]
                    for r in row]
             for j, cell in enumerate(row):
                 self.put(self.margin + j * colw, self.y, cell, rf)
-            j = rng.randrange(1, ncol)
-            self.qa.append((rng.choice([f"What is the {heads[j]} for {row[0]}?", f"{heads[j]} of {row[0]}?"]), row[j]))
+            j = rng.randrange(ncol - 1)
+            j += j >= key  # any column but the name's
+            self.qa.append((rng.choice([f"What is the {heads[j]} for {row[key]}?", f"{heads[j]} of {row[key]}?"]),
+                            row[j]))
             self.y += self.gap
         self.y += self.gap // 2
+
+    def cell(self, head: str) -> str:
+        if self.key_anywhere and head in COUNTS:
+            return str(self.rng.randint(1, 50))
+        return value(self.rng)
 
     def text(self) -> None:
         """1-3 lines of words; a short line gets a transcription question."""
@@ -234,9 +246,10 @@ class GenericSheet:
         self.y += self.gap // 2
 
 
-def render_generic(seed: int, width: int = 448) -> Page:
-    """A page of title, key/value blocks, a table and text lines, with exact character centres."""
-    sheet = GenericSheet(random.Random(seed), width)
+def render_generic(seed: int, width: int = 448, key_anywhere: float = 0.0) -> Page:
+    """A page of title, key/value blocks, a table and text lines, with exact character centres
+    (``key_anywhere``: see ``GenericSheet.table``)."""
+    sheet = GenericSheet(random.Random(seed), width, key_anywhere)
     sheet.title()
     while sheet.y < sheet.height - sheet.margin - sheet.gap:
         block = sheet.rng.choices(["kv", "kv2", "table", "text"], [4, 2, 2, 1])[0]
@@ -427,5 +440,5 @@ def sample_pages(args, rng: random.Random, n: int, use_synth: bool) -> list:
         if use_synth and rng.random() < args.synth_frac:
             pages.append(synth_page(rng.choice(args.kinds), rng.randrange(10 ** 8), rng, args.all_rows))
         else:
-            pages.append(render_generic(rng.randrange(10 ** 8)))
+            pages.append(render_generic(rng.randrange(10 ** 8), key_anywhere=args.key_anywhere))
     return pages
