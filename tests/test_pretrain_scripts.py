@@ -1,7 +1,6 @@
 """The pre-training scripts' pieces that the committed doctune-tiny depends on for correctness."""
 
 import random
-import re
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from doctune.synth.questions import count_runs
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import party_pages  # noqa: E402
 import pretrain_tiny  # noqa: E402
+import probe_key_side  # noqa: E402
 import reading_pages  # noqa: E402
 import stage_files  # noqa: E402
 import tiny_batches  # noqa: E402
@@ -269,30 +269,27 @@ def test_transcribe_questions_name_one_line():
     assert asked > 20
 
 
-def table_answers(page) -> list:
-    """(head, answer x - name x) of each generic table question, found by the row of its name."""
-    out = []
-    for question, answer in page.qa:
-        m = re.fullmatch(r"What is the (.+) for (.+)\?|(.+) of (.+)\?", question)
-        if not m or (m[1] or m[3]) not in reading_pages.COLUMNS:
-            continue
-        name = m[2] or m[4]
-        dx = [a["box"][0] - n["box"][0] for n in page.lines for a in page.lines
-              if n["text"] == name and a["text"] == answer and abs(a["box"][1] - n["box"][1]) < 1]
-        assert dx, (question, answer)
-        out.append((m[1] or m[3], dx[0]))
-    return out
-
-
 def test_generic_tables_put_the_row_name_anywhere_only_when_asked():
-    first = [dx for s in range(40) for _, dx in table_answers(reading_pages.render_generic(s))]
-    assert len(first) > 30 and all(dx > 0 for dx in first)
+    def sides(pages):
+        return [side for *_, side in probe_key_side.questions(pages, probe_key_side.generic_side)]
+
+    first = sides([reading_pages.render_generic(s) for s in range(40)])
+    assert len(first) > 30 and set(first) == {"right"}
     anywhere = [reading_pages.render_generic(s, key_anywhere=1.0) for s in range(40)]
-    asked = [x for page in anywhere for x in table_answers(page)]
-    assert sum(dx < 0 for _, dx in asked) > 10 and sum(dx > 0 for _, dx in asked) > 10
+    moved = sides(anywhere)
+    assert moved.count("left") > 10 and moved.count("right") > 10
     counts = [a for page in anywhere for q, a in page.qa if q.split()[0] in reading_pages.COUNTS
               or q.startswith(tuple(f"What is the {c} " for c in reading_pages.COUNTS))]
     assert counts and all(a.isdigit() and 1 <= int(a) <= 50 for a in counts)
+
+
+def test_quantity_probe_tells_the_two_column_orders_apart():
+    pages = [reading_pages.synth_page("purchase_order", s, random.Random(s), all_rows=True) for s in range(16)]
+    items = probe_key_side.questions(pages, probe_key_side.quantity_side)
+    left = [(page, a) for page, _, a, side in items if side == "left"]
+    assert left and len(left) < len(items)
+    for page, a in left:  # the quantity opens its row
+        assert any(line["text"].startswith(a + " ") for line in page.lines)
 
 
 def test_lookup_samples_have_one_answer_in_their_context():
