@@ -10,6 +10,7 @@ from transformers import Idefics2ForConditionalGeneration
 
 from doctune.models import TINY_MODEL_DIR
 from doctune.synth import generate_document
+from doctune.synth.parts import ITEM_HEADERS
 from doctune.synth.questions import count_runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -286,10 +287,11 @@ def test_generic_tables_put_the_row_name_anywhere_only_when_asked():
 def test_quantity_probe_tells_the_two_column_orders_apart():
     pages = [reading_pages.synth_page("purchase_order", s, random.Random(s), all_rows=True) for s in range(16)]
     items = probe_key_side.questions(pages, probe_key_side.quantity_side)
-    left = [(page, a) for page, _, a, side in items if side == "left"]
-    assert left and len(left) < len(items)
-    for page, a in left:  # the quantity opens its row
-        assert any(line["text"].startswith(a + " ") for line in page.lines)
+    assert {side for *_, side in items} == {"left", "right"}
+    for page, _, _, side in items:  # the table's own header says which column comes first
+        texts = {line["text"] for line in page.lines}
+        order = (1, 0, 2, 3) if side == "left" else (0, 1, 2, 3)
+        assert any(" ".join(h[k] for k in order) in texts for h in ITEM_HEADERS)
 
 
 def test_lookup_samples_have_one_answer_in_their_context():
