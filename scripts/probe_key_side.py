@@ -10,8 +10,8 @@ perfect reader would give) and, with ``--connector``, through the connector's:
     PYTHONPATH=src python scripts/probe_key_side.py --model src/doctune/assets/doctune-tiny \\
         [--pages 60] [--connector]
 
-Prints one JSON line per probe, side (where the answer lies from its key) and kind of visual tokens: questions, exact matches, ANLS and
-a few answers.
+Prints one JSON line per probe, side (where the answer lies from its key) and kind of visual
+tokens: ANLS, exact match, the number of questions and a few answers.
 """
 
 from __future__ import annotations
@@ -25,39 +25,48 @@ import torch
 
 import pretrain_tiny
 import reading_pages
-from doctune.metrics import anls
-from tiny_eval import generate_answers, oracle_tokens_for
+from doctune.synth.questions import templates_for
+from tiny_eval import generate_answers, oracle_tokens_for, score
 
-TABLE_QUESTION = re.compile(r"What is the (.+) for (.+)\?|(.+) of (.+)\?")
-QUANTITY_QUESTION = re.compile(r"(?:What is the quantity of|How many units of) (.+?)(?: are listed)?\?")
+QUANTITY_QUESTIONS = templates_for("purchase_order", "item_0_quantity")
+
+
+def parse(question: str, templates) -> dict | None:
+    """The fields of the first of ``templates`` (``str.format`` wordings) that ``question`` fills
+    in, by name; None if it fills in none of them."""
+    for template in templates:
+        pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>.+?)", re.escape(template))
+        if m := re.fullmatch(pattern, question):
+            return m.groupdict()
+    return None
 
 
 def generic_side(page, question: str, answer: str) -> str | None:
     """Where a generic table question's answer lies from its row's name ("left" or "right"), found
     on the name's row; None for any other question."""
-    m = TABLE_QUESTION.fullmatch(question)
-    if not m or (m[1] or m[3]) not in reading_pages.COLUMNS:
+    fields = parse(question, reading_pages.TABLE_QUESTIONS)
+    if not fields or fields["head"] not in reading_pages.COLUMNS:
         return None
-    name = m[2] or m[4]
-    for key in page.lines:
-        for cell in page.lines:
-            if key["text"] == name and cell["text"] == answer and abs(cell["box"][1] - key["box"][1]) < 1:
-                return "left" if cell["box"][0] < key["box"][0] else "right"
+    keys = [line["box"] for line in page.lines if line["text"] == fields["name"]]
+    for cell in (line["box"] for line in page.lines if line["text"] == answer):
+        for key in keys:
+            if abs(cell[1] - key[1]) < 1:
+                return "left" if cell[0] < key[0] else "right"
     raise ValueError(f"{question!r}: the answer {answer!r} is not on the row of its name")
 
 
 def quantity_side(page, question: str, answer: str) -> str | None:
     """Where a line item's quantity lies from the item's name on a synth page ("left" or "right");
     None for other questions and for names printed on more than one line."""
-    m = QUANTITY_QUESTION.fullmatch(question)
-    if not m:
+    fields = parse(question, QUANTITY_QUESTIONS)
+    if not fields:
         return None
-    rows = [line["text"] for line in page.lines if m[1] in line["text"]]
+    rows = [line["text"] for line in page.lines if fields["ctx"] in line["text"]]
     if len(rows) != 1:
         return None
     if rows[0].startswith(answer + " "):
         return "left"
-    return "right" if rows[0].startswith(m[1]) else None
+    return "right" if rows[0].startswith(fields["ctx"]) else None
 
 
 def questions(pages: list, side_of) -> list:
@@ -95,12 +104,9 @@ def main(argv: list | None = None) -> None:
         for side in ("left", "right"):
             idx = [i for i, item in enumerate(items) if item[3] == side]
             for via, got in answers.items():
-                print(json.dumps({
-                    "probe": probe, "side": side, "tokens": via, "n": len(idx),
-                    "exact": sum(got[i].strip() == items[i][2] for i in idx),
-                    "anls": round(sum(anls(got[i], [items[i][2]]) for i in idx) / max(1, len(idx)), 4),
-                    "examples": [[items[i][1], items[i][2], got[i]] for i in idx[:4]]}))
-
+                print(json.dumps({"probe": probe, "side": side, "tokens": via,
+                                  **score([got[i] for i in idx], [items[i][2] for i in idx]),
+                                  "examples": [[items[i][1], items[i][2], got[i]] for i in idx[:4]]}))
 
 if __name__ == "__main__":
     main()

@@ -60,6 +60,7 @@ TITLES = ["STATEMENT", "DELIVERY NOTE", "QUOTATION", "MEMO", "PACKING LIST", "RE
 COLUMNS = ["Item", "Description", "Qty", "Price", "Amount", "Date", "Debit", "Credit", "Code", "Unit", "Rate",
            "Hours", "Ref", "Balance", "Total", "Weight", "SKU", "Days"]
 COUNTS = ("Qty", "Hours", "Days")
+TABLE_QUESTIONS = ("What is the {head} for {name}?", "{head} of {name}?")  # a generic table's cell
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
@@ -220,12 +221,12 @@ class GenericSheet:
                 self.put(self.margin + j * colw, self.y, cell, rf)
             j = rng.randrange(ncol - 1)
             j += j >= key  # any column but the name's
-            self.qa.append((rng.choice([f"What is the {heads[j]} for {row[key]}?", f"{heads[j]} of {row[key]}?"]),
-                            row[j]))
+            self.qa.append((rng.choice([t.format(head=heads[j], name=row[key]) for t in TABLE_QUESTIONS]), row[j]))
             self.y += self.gap
         self.y += self.gap // 2
 
     def cell(self, head: str) -> str:
+        """A value for a column headed ``head`` (not the row name's column)."""
         if self.key_anywhere and head in COUNTS:
             return str(self.rng.randint(1, 50))
         return value(self.rng)

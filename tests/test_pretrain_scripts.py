@@ -279,8 +279,8 @@ def test_generic_tables_put_the_row_name_anywhere_only_when_asked():
     anywhere = [reading_pages.render_generic(s, key_anywhere=1.0) for s in range(40)]
     moved = sides(anywhere)
     assert moved.count("left") > 10 and moved.count("right") > 10
-    counts = [a for page in anywhere for q, a in page.qa if q.split()[0] in reading_pages.COUNTS
-              or q.startswith(tuple(f"What is the {c} " for c in reading_pages.COUNTS))]
+    counts = [a for page in anywhere for q, a in page.qa
+              if (fields := probe_key_side.parse(q, reading_pages.TABLE_QUESTIONS)) and fields["head"] in reading_pages.COUNTS]
     assert counts and all(a.isdigit() and 1 <= int(a) <= 50 for a in counts)
 
 
