@@ -12,7 +12,7 @@ from doctune.config import load_config
 from doctune.data import PageConversations, load_docvqa
 from doctune.demo import DemoSettings, _fine_tune, _fine_tune_both, run_demo
 from doctune.errors import DoctuneError
-from doctune.models import pick_dtype
+from doctune.models import default_device, pick_dtype, resolve_precision
 
 REDUCED = DemoSettings(train_docs=3, eval_docs=2, val_docs=1, max_steps=2, batch_size=2, warmup_steps=0, eval_every=1,
                        curve_eval_samples=2, eval_batch_size=8, max_new_tokens=4, num_beams=2,
@@ -111,7 +111,10 @@ def two_threads():
 
 def test_side_by_side_blind_run_trains_as_it_would_alone_on_one_thread(demo, tmp_path, two_threads):
     data = demo[0] / "data"
-    settings = REDUCED.model_copy(update={"max_steps": 10, "eval_every": 10})
+    # Precision resolved once, as run_demo does: left 'auto', the spawned blind process times bf16
+    # against fp32 again, and on a loaded CPU it can choose otherwise than this one.
+    precision = resolve_precision(REDUCED.precision, default_device())
+    settings = REDUCED.model_copy(update={"max_steps": 10, "eval_every": 10, "precision": precision})
     runs = {name: (data / "train-blind" / "data.jsonl", data / "val-blind" / "data.jsonl", tmp_path / name)
             for name in ("reading", "blind", "alone")}
     _fine_tune_both(settings, 1, runs["reading"], runs["blind"])
