@@ -282,6 +282,9 @@ def parse_args(argv=None):
     ap.add_argument("--key-anywhere", type=float, default=0.0,
                     help="share of the generic pages' tables whose row names are not in the first column, so "
                          "that some answers lie left of the name (count columns then hold small integers)")
+    ap.add_argument("--precede", type=int, default=0,
+                    help="this many \"What precedes ...?\" questions on each training page, always among its "
+                         "turns, answered by the start of a row before a key (reading_pages.precede_questions)")
     ap.add_argument("--train-on-target", action="store_true",
                     help=f"allow the demo's target kind ({TARGET_KIND}) in --kinds: for diagnostics only, such as "
                          "the score a perfect reader reaches after fine-tuning; such a checkpoint is no "

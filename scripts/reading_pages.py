@@ -303,6 +303,15 @@ FOLLOWS = "What follows"
 READ_ON = "Read on from"
 
 
+def row_splits(rows: list, rng: random.Random):
+    """``(row, word)`` pairs: each row of two words or more (``rows``: lists of words) in random
+    order, with a random word of it other than its first, where a question splits it."""
+    order = [i for i, r in enumerate(rows) if len(r) >= 2]
+    rng.shuffle(order)
+    for i in order:
+        yield i, rng.randint(1, len(rows[i]) - 1)
+
+
 def follow_questions(lines: list, rng: random.Random, n: int = 3, max_len: int = 32,
                      across_rows: bool = False) -> list:
     """Up to ``n`` questions "What follows "<first words of a row>"?" answered by the rest of the
@@ -312,12 +321,9 @@ def follow_questions(lines: list, rng: random.Random, n: int = 3, max_len: int =
     the rows after it, one per line, up to ``max_len`` characters: a long transcription that gives
     the language model a target character for every step of its walk over the page."""
     all_rows = [r.split() for r in visual_rows(lines)]
-    order = [i for i, r in enumerate(all_rows) if len(r) >= 2]
-    rng.shuffle(order)
     out = []
-    for i in order:
+    for i, k in row_splits(all_rows, rng):
         words = all_rows[i]
-        k = rng.randint(1, len(words) - 1)
         prefix = " ".join(words[:k])
         rest = [words[k:]] + (all_rows[i + 1 :] if across_rows else [])
         answer = ""
@@ -334,6 +340,36 @@ def follow_questions(lines: list, rng: random.Random, n: int = 3, max_len: int =
         if not answer or sum(" ".join(r).startswith(prefix) for r in all_rows if len(r) >= 2) > 1:
             continue
         out.append((f"{READ_ON} \"{prefix}\"." if across_rows else f"{FOLLOWS} \"{prefix}\"?", answer))
+        if len(out) == n:
+            break
+    return out
+
+
+PRECEDES = "What precedes"
+
+
+def precede_questions(lines: list, rng: random.Random, n: int = 1, max_len: int = 32) -> list:
+    """Up to ``n`` questions "What precedes "<words of a row>"?" answered by the words before them
+    on their row: the mirror of ``follow_questions``.
+
+    A table may put the asked-for cell left of the row's name (a quantity column before the item).
+    The model learns to find a key and copy what follows it; this asks it to find a key and read
+    the row from its start instead. The key is the fewest words, from a random word of the row
+    onwards, that occur once on the page; rows whose start before the key is over ``max_len``
+    characters are passed over."""
+    rows = [r.split() for r in visual_rows(lines)]
+    page = "\n".join(" ".join(r) for r in rows)
+    out = []
+    for i, k in row_splits(rows, rng):
+        words = rows[i]
+        answer = " ".join(words[:k])
+        if len(answer) > max_len:
+            continue
+        key = next((" ".join(words[k:e]) for e in range(k + 1, len(words) + 1)
+                    if page.count(" ".join(words[k:e])) == 1), None)
+        if key is None:
+            continue
+        out.append((f"{PRECEDES} \"{key}\"?", answer))
         if len(out) == n:
             break
     return out
@@ -439,7 +475,13 @@ def sample_pages(args, rng: random.Random, n: int, use_synth: bool) -> list:
     pages = []
     for _ in range(n):
         if use_synth and rng.random() < args.synth_frac:
-            pages.append(synth_page(rng.choice(args.kinds), rng.randrange(10 ** 8), rng, args.all_rows))
+            kind, seed = rng.choice(args.kinds), rng.randrange(10 ** 8)
+            pages.append(synth_page(kind, seed, rng, args.all_rows))
         else:
-            pages.append(render_generic(rng.randrange(10 ** 8), key_anywhere=args.key_anywhere))
+            seed = rng.randrange(10 ** 8)
+            pages.append(render_generic(seed, key_anywhere=args.key_anywhere))
+        if args.precede:
+            # A generator of its own, so that the pages are those drawn without the option.
+            boxed = [line for line in pages[-1].lines if isinstance(line, dict)]
+            pages[-1].qa.extend(precede_questions(boxed, random.Random(seed), args.precede))
     return pages

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from reading_pages import READ_ON, lookup_sample, visual_rows
+from reading_pages import PRECEDES, READ_ON, lookup_sample, visual_rows
 from tiny_model import page_position_ids
 
 
@@ -151,10 +151,11 @@ class Batcher:
         texts, images = [], []
         for p in pages:
             # The long transcription ("Read on from ...") is always one of the turns: it is the densest
-            # reading target of the page.
-            long = [x for x in p.qa if x[0].startswith(READ_ON)][:1]
-            rest = [x for x in p.qa if not x[0].startswith(READ_ON)]
-            qa = rng.sample(rest, min(turns - len(long), len(rest))) + long
+            # reading target of the page. So are the questions --precede adds, which are few.
+            kept = [x for x in p.qa if x[0].startswith(READ_ON)][:1] + [x for x in p.qa if x[0].startswith(PRECEDES)]
+            kept = kept[:turns]
+            rest = [x for x in p.qa if not x[0].startswith((READ_ON, PRECEDES))]
+            qa = rng.sample(rest, min(turns - len(kept), len(rest))) + kept
             qa = qa or [("What is written at the top?", "?")]
             texts.append(self.processor.apply_chat_template(self.conversation(qa)))
             images.append([p.image])

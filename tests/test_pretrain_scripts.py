@@ -202,6 +202,40 @@ def test_split_latents_share_their_patch_and_hold_its_halves():
     assert filled > 50 and (halves[..., 0, 0] > 0).sum() > 0 and (halves[..., 1, 0] > 0).sum() > 0
 
 
+def test_precede_questions_are_answered_by_the_start_of_their_row():
+    lines = [{"text": t, "box": (20, 20 * i, 200, 20 * i + 12)} for i, t in enumerate(
+        ["Qty Item Price", "2 Bananas 3.49", "12 Apples 0.99", "Total: 4.48", "2 Pears 3.49"])]
+    rows = reading_pages.visual_rows(lines)
+    page = "\n".join(rows)
+    qa = reading_pages.precede_questions(lines, random.Random(0), n=10)
+    assert len(qa) >= 3
+    for q, a in qa:
+        key = q[len('What precedes "'):-len('"?')]
+        assert page.count(key) == 1, q  # the key names one place on the page
+        assert sum(r.startswith(f"{a} {key}") for r in rows) == 1, (q, a)
+    # "3.49" ends two rows: it is asked about only with the words that tell them apart.
+    assert all(q != 'What precedes "3.49"?' for q, _ in qa)
+
+
+def test_precede_option_adds_questions_to_the_same_pages_and_makes_them_turns():
+    from transformers import AutoProcessor
+
+    plain = reading_pages.sample_pages(pretrain_tiny.parse_args(["--all-rows"]), random.Random(4), 6, True)
+    args = pretrain_tiny.parse_args(["--all-rows", "--precede", "2"])
+    pages = reading_pages.sample_pages(args, random.Random(4), 6, True)
+    assert not any(q.startswith(reading_pages.PRECEDES) for p in plain for q, _ in p.qa)
+    for before, after in zip(plain, pages):
+        assert before.image.tobytes() == after.image.tobytes()
+        added = after.qa[len(before.qa):]
+        assert after.qa[: len(before.qa)] == before.qa and len(added) == 2
+        assert all(q.startswith(reading_pages.PRECEDES) for q, _ in added)
+    processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
+    batch = tiny_batches.Batcher(processor, args).make(pages, 3, random.Random(0))
+    for page, ids in zip(pages, batch["input_ids"]):
+        text = processor.tokenizer.decode(ids)
+        assert all(f"{q}" in text for q, _ in page.qa if q.startswith(reading_pages.PRECEDES))
+
+
 def test_every_training_page_gets_its_long_transcription():
     from transformers import AutoProcessor
 
