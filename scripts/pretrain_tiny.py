@@ -38,7 +38,9 @@ Questions: each page's own (label/value, table cells, "Transcribe the line that 
 plus "What follows "<first words of a row>"?" and one long "Read on from ..." transcription
 (``reading_pages.follow_questions``), which every page gets as one of its turns. With
 ``--all-rows`` a synth page also asks about every line-item and transaction cell (row by its
-name, column by the question's wording), where a document's own questions keep three.
+name, column by the question's wording), where a document's own questions keep three. With
+``--precede N`` every page also asks N times "What precedes "<words of a row>"?", answered by the
+row's start before them (``reading_pages.precede_questions``), always among its turns.
 
 Initialisation (``init_model``): perceiver latents random (built from a config they are all ones,
 so every latent is identical), text embeddings with std 1 so text tokens have the unit RMS the
