@@ -32,12 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pretrain_tiny as pt  # noqa: E402
+from pretrain_options import ROOT  # noqa: E402
 import reading_pages  # noqa: E402
 from stage_files import json_logger, save_atomic  # noqa: E402
 from tiny_batches import Batcher, densest_crop  # noqa: E402
 from tiny_model import crop_features, image_features, page_position_ids, slot_accuracy, slot_loss  # noqa: E402
-
-ROOT = pt.ROOT
 
 
 class PageCache:
