@@ -75,6 +75,9 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
                         help="LENGTH:STEPS,...: a text-only batch of --lookup-batch lookup questions "
                              "about random strings each step, the strings growing by the schedule (lookup_sample)")
     losses.add_argument("--lookup-batch", type=int, default=32)
+    losses.add_argument("--lookup-back", type=float, default=0.0,
+                        help="share of the lookups and packed lookups asked backwards: \"What precedes ...?\", "
+                             "answered by the characters before the key (lookup_sample)")
     losses.add_argument("--packed-schedule", default="",
                         help="PACK[@LENGTH]:STEPS,...: a batch of --packed-batch lookup questions whose string "
                              "(LENGTH characters, default --packed-length) is laid "

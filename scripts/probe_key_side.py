@@ -5,7 +5,9 @@ perfect reader would give) and, with ``--connector``, through the connector's:
 - purchase orders (a pre-training kind, every line-item quantity asked): quantities on tables that
   put the quantity left of the item's name, against those that put it right of it;
 - generic pages whose tables put the row name in any column (``--key-anywhere 1.0``): answers left
-  of the name, against answers right of it.
+  of the name, against answers right of it;
+- rows of purchase orders, either way: "What precedes "<words>"?" (``--precede``'s questions,
+  answered by the row's start) against "What follows "<first words>"?" (the rest of the row).
 
     PYTHONPATH=src python scripts/probe_key_side.py --model src/doctune/assets/doctune-tiny \\
         [--pages 60] [--connector]
@@ -69,6 +71,22 @@ def quantity_side(page, question: str, answer: str) -> str | None:
     return "right" if rows[0].startswith(fields["ctx"]) else None
 
 
+def row_side(page, question: str, answer: str) -> str | None:
+    """"left" for a "What precedes ...?" question, "right" for a "What follows ...?" one."""
+    if question.startswith(reading_pages.PRECEDES):
+        return "left"
+    return "right" if question.startswith(reading_pages.FOLLOWS) else None
+
+
+def with_precede_questions(pages: list, seed: int) -> list:
+    """``pages`` with three "What precedes ...?" questions each (``--precede``'s), from a generator of
+    their own."""
+    for i, page in enumerate(pages):
+        boxed = [line for line in page.lines if isinstance(line, dict)]
+        page.qa.extend(reading_pages.precede_questions(boxed, random.Random(seed + i), 3))
+    return pages
+
+
 def questions(pages: list, side_of) -> list:
     """(page, question, answer, side) of every question ``side_of`` places."""
     return [(page, q, a, side) for page in pages for q, a in page.qa if (side := side_of(page, q, a))]
@@ -95,6 +113,10 @@ def main(argv: list | None = None) -> None:
         "generic tables, names anywhere": questions(
             [reading_pages.render_generic(8_000_000 + s, key_anywhere=1.0) for s in range(args.pages)],
             generic_side),
+        # The questions --precede trains on, against those every stage trained on.
+        "rows, either way": questions(with_precede_questions(
+            [reading_pages.synth_page("purchase_order", 7_000_000 + s, random.Random(s)) for s in range(args.pages)],
+            9_000_000), row_side),
     }
     for probe, items in probes.items():
         pairs = [(page.image, q) for page, q, _, _ in items]

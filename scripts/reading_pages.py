@@ -378,7 +378,7 @@ def precede_questions(lines: list, rng: random.Random, n: int = 1, max_len: int 
 LOOKUP_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789.,:-/$"
 
 
-def lookup_sample(rng: random.Random, length: int, key: int = 3, answer: int = 6) -> tuple:
+def lookup_sample(rng: random.Random, length: int, key: int = 3, answer: int = 6, back: float = 0.0) -> tuple:
     """(context, question, answer) about a random string of ``length`` characters: "What follows
     "<key>"?", answered by the ``answer`` characters after the one place ``<key>`` occurs, or, half
     of the time, "Transcribe from "<key>".", answered by ``<key>`` and those characters.
@@ -387,16 +387,27 @@ def lookup_sample(rng: random.Random, length: int, key: int = 3, answer: int = 6
     needs. In the second form every answer character after the key follows a character the model
     has just written, the easiest copy to learn; the first form then has to find the key itself. A
     small language model learns this on short contexts and carries it to long ones, while on
-    page-long contexts it does not start to (``--lookup-schedule`` grows the length)."""
+    page-long contexts it does not start to (``--lookup-schedule`` grows the length).
+
+    ``back``: the share of samples asked the other way, "What precedes "<key>"?", answered by the
+    ``answer`` characters before the key: a causal model must have gathered them into the key's
+    positions before it is asked (``--lookup-back``)."""
+    backwards = back > 0 and rng.random() < back
     while True:
         text = "".join(rng.choice(LOOKUP_ALPHABET) for _ in range(length))
-        at = rng.randrange(0, length - key - answer + 1)
+        if backwards:
+            at = rng.randrange(answer, length - key + 1)
+        else:
+            at = rng.randrange(0, length - key - answer + 1)
         k = text[at : at + key]
-        if text.count(k) == 1:
-            rest = text[at + key : at + key + answer]
-            if rng.random() < 0.5:
-                return text, f"Transcribe from \"{k}\".", k + rest
-            return text, f"{FOLLOWS} \"{k}\"?", rest
+        if text.count(k) != 1:
+            continue
+        if backwards:
+            return text, f"{PRECEDES} \"{k}\"?", text[at - answer : at]
+        rest = text[at + key : at + key + answer]
+        if rng.random() < 0.5:
+            return text, f"Transcribe from \"{k}\".", k + rest
+        return text, f"{FOLLOWS} \"{k}\"?", rest
 
 
 def question_for(rng: random.Random, label: str) -> str:

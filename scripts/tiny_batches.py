@@ -78,7 +78,8 @@ class Batcher:
     def lookup_batch(self, n: int, length: int, rng: random.Random) -> dict:
         """``n`` text-only lookup questions (``lookup_sample``) about random strings of ``length``
         characters."""
-        return self.text_encode([self.text_turn(*lookup_sample(rng, length)) for _ in range(n)])
+        return self.text_encode([self.text_turn(*lookup_sample(rng, length, back=self.args.lookup_back))
+                                 for _ in range(n)])
 
     def packed_lookup_batch(self, n: int, length: int, pack: str, rng: random.Random) -> dict:
         """``n`` lookup questions (``lookup_sample``) whose string is the page: its characters fill
@@ -93,7 +94,7 @@ class Batcher:
         if length > cells * packing.mean or not 1 <= packing.largest <= self.args.latent_slots:
             raise ValueError(f"--packed-schedule: {length} characters, {pack} to a cell, do not fit "
                              f"{cells} cells of {self.args.latent_slots} slots")
-        samples = [lookup_sample(rng, length) for _ in range(n)]
+        samples = [lookup_sample(rng, length, back=self.args.lookup_back) for _ in range(n)]
         texts = [self.processor.apply_chat_template(self.conversation([(q, a)])) for _, q, a in samples]
         tiny = Image.new("RGB", (self.patch, self.patch), "white")  # only its token count is used
         enc = self.processor(text=texts, images=[[tiny]] * n, return_tensors="pt", padding=True)

@@ -341,6 +341,20 @@ def test_lookup_samples_have_one_answer_in_their_context():
             assert after.startswith(answer) and len(answer) == 6
 
 
+def test_backward_lookups_are_answered_by_what_precedes_their_key():
+    rng = random.Random(0)
+    forms = []
+    for length in (9, 12, 48, 384) * 20:
+        context, question, answer = reading_pages.lookup_sample(rng, length, back=0.5)
+        key = question.split('"')[1]
+        assert context.count(key) == 1
+        if question.startswith(reading_pages.PRECEDES):
+            assert len(answer) == 6 and context.endswith(answer + key, 0, context.index(key) + len(key))
+        forms.append(question.startswith(reading_pages.PRECEDES))
+    assert 20 < sum(forms) < 60
+    assert not any(reading_pages.lookup_sample(rng, 48)[1].startswith(reading_pages.PRECEDES) for _ in range(50))
+
+
 def test_lookup_schedule_grows_then_stops():
     lengths = [tiny_batches.lookup_length("12:2,48:1", step) for step in range(5)]
     assert lengths == [12, 12, 48, 0, 0]
