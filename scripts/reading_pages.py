@@ -492,7 +492,9 @@ def sample_pages(args, rng: random.Random, n: int, use_synth: bool) -> list:
             seed = rng.randrange(10 ** 8)
             pages.append(render_generic(seed, key_anywhere=args.key_anywhere))
         if args.precede:
-            # A generator of its own, so that the pages are those drawn without the option.
+            # A generator of its own, so that the pages are those drawn without the option, and not
+            # the page's: synth_page's follow questions draw from random.Random(seed), and the same
+            # draws would split the same rows at the same words.
             boxed = [line for line in pages[-1].lines if isinstance(line, dict)]
-            pages[-1].qa.extend(precede_questions(boxed, random.Random(seed), args.precede))
+            pages[-1].qa.extend(precede_questions(boxed, random.Random(f"precede {seed}"), args.precede))
     return pages
