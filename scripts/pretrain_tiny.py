@@ -30,9 +30,9 @@ The heads live outside the Idefics2 model: they are saved beside the checkpoint
 (``<output>-heads.pt``, reloaded by a stage that continues from it), so the output stays a plain
 ``Idefics2ForConditionalGeneration`` + processor folder.
 
-This file holds a stage's loop, its options and saving; the batches are built in
-``tiny_batches.py``, the model pieces and losses are in ``tiny_model.py``, and the held-out
-evaluation is in ``tiny_eval.py``.
+This file holds a stage's loop and saving. Its options are in ``pretrain_options.py``, the
+batches are built in ``tiny_batches.py``, the model pieces and losses are in ``tiny_model.py``,
+and the held-out evaluation is in ``tiny_eval.py``.
 
 Questions: each page's own (label/value, table cells, "Transcribe the line that starts with ..."),
 plus "What follows "<first words of a row>"?" and one long "Read on from ..." transcription
