@@ -78,15 +78,6 @@ def row_side(page, question: str, answer: str) -> str | None:
     return "right" if question.startswith(reading_pages.FOLLOWS) else None
 
 
-def with_precede_questions(pages: list, seed: int) -> list:
-    """``pages`` with three "What precedes ...?" questions each (``--precede``'s), from a generator of
-    their own."""
-    for i, page in enumerate(pages):
-        boxed = [line for line in page.lines if isinstance(line, dict)]
-        page.qa.extend(reading_pages.precede_questions(boxed, random.Random(seed + i), 3))
-    return pages
-
-
 def questions(pages: list, side_of) -> list:
     """(page, question, answer, side) of every question ``side_of`` places."""
     return [(page, q, a, side) for page in pages for q, a in page.qa if (side := side_of(page, q, a))]
@@ -106,18 +97,18 @@ def main(argv: list | None = None) -> None:
     heads = pretrain_tiny.build_heads(model, processor, targs, lambda *_: None)
     oracle = oracle_tokens_for(pretrain_tiny.Batcher(processor, targs), heads["oracle"])
     # Seeds far from the pre-training draws and from tiny_eval's held-out pages.
+    orders = [reading_pages.synth_page("purchase_order", 7_000_000 + s, random.Random(s), all_rows=True)
+              for s in range(args.pages)]
     probes = {
-        "purchase_order quantities": questions(
-            [reading_pages.synth_page("purchase_order", 7_000_000 + s, random.Random(s), all_rows=True)
-             for s in range(args.pages)], quantity_side),
+        "purchase_order quantities": questions(orders, quantity_side),
         "generic tables, names anywhere": questions(
             [reading_pages.render_generic(8_000_000 + s, key_anywhere=1.0) for s in range(args.pages)],
             generic_side),
-        # The questions --precede trains on, against those every stage trained on.
-        "rows, either way": questions(with_precede_questions(
-            [reading_pages.synth_page("purchase_order", 7_000_000 + s, random.Random(s)) for s in range(args.pages)],
-            9_000_000), row_side),
     }
+    # The questions --precede trains on, against the follow questions every stage trained on.
+    for i, page in enumerate(orders):
+        reading_pages.add_precede_questions(page, random.Random(9_000_000 + i), 3)
+    probes["rows, either way"] = questions(orders, row_side)
     for probe, items in probes.items():
         pairs = [(page.image, q) for page, q, _, _ in items]
         answers = {"oracle": generate_answers(model, processor, pairs, visual_tokens=[oracle(p) for p, *_ in items])}

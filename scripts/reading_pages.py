@@ -375,6 +375,12 @@ def precede_questions(lines: list, rng: random.Random, n: int = 1, max_len: int 
     return out
 
 
+def add_precede_questions(page, rng: random.Random, n: int) -> None:
+    """Append ``n`` of ``precede_questions`` to ``page``'s questions, from its boxed lines."""
+    boxed = [line for line in page.lines if isinstance(line, dict)]
+    page.qa.extend(precede_questions(boxed, rng, n))
+
+
 LOOKUP_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789.,:-/$"
 
 
@@ -495,6 +501,5 @@ def sample_pages(args, rng: random.Random, n: int, use_synth: bool) -> list:
             # A generator of its own, so that the pages are those drawn without the option, and not
             # the page's: synth_page's follow questions draw from random.Random(seed), and the same
             # draws would split the same rows at the same words.
-            boxed = [line for line in pages[-1].lines if isinstance(line, dict)]
-            pages[-1].qa.extend(precede_questions(boxed, random.Random(f"precede {seed}"), args.precede))
+            add_precede_questions(pages[-1], random.Random(f"precede {seed}"), args.precede)
     return pages
