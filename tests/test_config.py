@@ -44,6 +44,8 @@ def test_bad_values_are_refused():
         load_config(None, ["model.method=lora", "model.freeze_vision=true"])
     with pytest.raises(ConfigError, match="freeze_connector"):
         load_config(None, ["model.method=dora", "model.freeze_connector=true"])
+    with pytest.raises(ConfigError, match="freeze_text_layers"):
+        load_config(None, ["model.method=lora", "model.freeze_text_layers=2"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["train.max_steps"])
 

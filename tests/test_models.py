@@ -79,3 +79,12 @@ def test_processor_options_apply():
     processor = load_processor("doctune-tiny", do_image_splitting=True, longest_edge=200)
     assert processor.image_processor.do_image_splitting is True
     assert processor.image_processor.size["longest_edge"] == 200
+
+
+def test_freezing_more_text_layers_than_the_model_has_names_the_count():
+    with pytest.raises(models.ConfigError, match=r"freeze_text_layers=7, but .* has 6 decoder layers"):
+        models.load_model(ModelSettings(method="full", freeze_text_layers=7), CPU)
+    model = models.load_model(ModelSettings(method="full", freeze_text_layers=6), CPU)
+    text = {n: p.requires_grad for n, p in model.named_parameters() if n.startswith("model.text_model.")}
+    assert [n for n, trains in text.items() if trains] == ["model.text_model.norm.weight"]  # above the layers
+    assert model.lm_head.weight.requires_grad

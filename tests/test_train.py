@@ -57,6 +57,7 @@ METHODS = [
     ("full", []),
     ("full", ["model.freeze_vision=true"]),
     ("full", ["model.freeze_vision=true", "model.freeze_connector=true"]),
+    ("full", ["model.freeze_vision=true", "model.freeze_connector=true", "model.freeze_text_layers=1"]),
     ("lora", []),
     ("dora", []),
     ("qlora", []),
@@ -64,7 +65,7 @@ METHODS = [
 ]
 
 
-@pytest.mark.parametrize(("method", "extra"), METHODS, ids=["full", "full-frozen-vision", "full-frozen-vision-connector", "lora", "dora", "qlora", "qdora"])
+@pytest.mark.parametrize(("method", "extra"), METHODS, ids=["full", "full-frozen-vision", "full-frozen-vision-connector", "full-frozen-to-text-layer-1", "lora", "dora", "qlora", "qdora"])
 def test_trainable_parameters_change_and_frozen_ones_do_not(docvqa_folder, tmp_path, captured_model, method, extra):
     train(make_config(docvqa_folder, tmp_path / "run", f"model.method={method}", *extra))
     model, before = captured_model["model"], captured_model["before"]
@@ -83,6 +84,10 @@ def test_trainable_parameters_change_and_frozen_ones_do_not(docvqa_folder, tmp_p
         connector_frozen = "model.freeze_connector=true" in extra
         assert any(n.startswith("model.connector.") for n in trainable) is not connector_frozen
         assert any(n.startswith("model.text_model.") for n in trainable)
+        text_frozen = "model.freeze_text_layers=1" in extra
+        assert any(n.startswith(("model.text_model.embed_tokens.", "model.text_model.layers.0.")) for n in trainable) \
+            is not text_frozen
+        assert any(n.startswith("model.text_model.layers.1.") for n in trainable)
     if method != "full":
         assert not any("vision_model" in n for n in trainable)
     if method == "qlora":

@@ -65,6 +65,11 @@ class ModelSettings(_Strict):
                            "resampler) frozen, so that the language model adapts to the image tokens it was "
                            "pre-trained on."
     )
+    freeze_text_layers: int = Field(
+        0, ge=0, description="Full fine-tuning only: keep the language model's input embeddings and its first N "
+                             "decoder layers frozen. The backward pass then stops above them, and they need no "
+                             "optimizer state."
+    )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="'auto' picks bf16 where the GPU supports it, else fp16 on GPU; on CPU, bf16 "
@@ -133,7 +138,7 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _check_method_options(self) -> "Config":
-        for part in ("vision", "connector"):
+        for part in ("vision", "connector", "text_layers"):
             if getattr(self.model, f"freeze_{part}") and self.model.method != "full":
                 raise ValueError(f"model.freeze_{part} applies to method 'full' only; choose which weights "
                                  "adapters train with model.lora.target_modules")

@@ -81,6 +81,9 @@ class DemoSettings(BaseModel):
         True, description="Full fine-tuning: keep the pre-trained connector as it is, so that the language "
                           "model learns the new kind from the image tokens it was pre-trained to read."
     )
+    freeze_text_layers: int = Field(
+        0, ge=0, description="Full fine-tuning: keep the language model's input embeddings and first N decoder "
+                             "layers as they are; a step's backward pass stops above them.")
     questions_per_sample: int = Field(
         8, gt=0, description="Questions about one page trained on together, as one multi-turn chat (an invoice "
                              "has 3-8): its image tokens are encoded once for all of them.")
@@ -111,7 +114,8 @@ def _train_config(settings: DemoSettings, train_data: Path, val_data: Path, outp
     return Config(
         model=ModelSettings(name=settings.model, method=settings.method, precision=settings.precision,
                             freeze_vision=settings.freeze_vision and full,
-                            freeze_connector=settings.freeze_connector and full),
+                            freeze_connector=settings.freeze_connector and full,
+                            freeze_text_layers=settings.freeze_text_layers if full else 0),
         data=DataSettings(train=str(train_data), eval=str(val_data), max_eval_samples=settings.curve_eval_samples,
                           questions_per_sample=settings.questions_per_sample),
         train=TrainSettings(

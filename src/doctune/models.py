@@ -19,7 +19,7 @@ from transformers import (
     Idefics2ForConditionalGeneration,
 )
 
-from doctune.config import LoraSettings, ModelSettings
+from doctune.config import ConfigError, LoraSettings, ModelSettings
 from doctune.errors import DoctuneError
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,23 @@ def load_model(settings: ModelSettings, device: torch.device):
     if frozen:
         for name, param in model.named_parameters():
             param.requires_grad = not name.startswith(frozen)
+    for module in bottom_of_language_model(model, settings.freeze_text_layers):
+        module.requires_grad_(False)
     return model
+
+
+def bottom_of_language_model(model, layers: int) -> list[torch.nn.Module]:
+    """The language model's input embeddings and its first ``layers`` decoder layers (none for 0):
+    what ``model.freeze_text_layers`` freezes. Nothing below them trains in the language model,
+    so the backward pass stops above them."""
+    if not layers:
+        return []
+    decoder = model.get_decoder()
+    count = len(decoder.layers)
+    if layers > count:
+        raise ConfigError(f"model.freeze_text_layers={layers}, but {model.config.name_or_path or 'the model'}'s "
+                         f"language model has {count} decoder layers; give at most {count}")
+    return [model.get_input_embeddings(), *decoder.layers[:layers]]
 
 
 def count_parameters(model) -> tuple[int, int]:
