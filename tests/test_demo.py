@@ -92,9 +92,11 @@ def test_the_curve_uses_the_validation_set_and_after_is_the_end_of_the_schedule(
 def test_demo_freezes_the_encoder_and_connector_only_for_full_fine_tuning(tmp_path, method, frozen):
     from doctune.demo import _train_config
 
-    config = _train_config(DemoSettings(method=method), tmp_path / "t.jsonl", tmp_path / "e.jsonl", tmp_path / "run")
+    config = _train_config(DemoSettings(method=method, freeze_text_layers=2), tmp_path / "t.jsonl",
+                           tmp_path / "e.jsonl", tmp_path / "run")
     assert config.model.freeze_vision is frozen
     assert config.model.freeze_connector is frozen
+    assert config.model.freeze_text_layers == (2 if frozen else 0)  # adapters choose their weights themselves
 
 
 def _losses(run_dir: Path) -> list[float]:
