@@ -97,7 +97,7 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
                             "that some answers lie left of the name (count columns then hold small integers)")
     pages.add_argument("--precede", type=int, default=0,
                        help="this many \"What precedes ...?\" questions on each training page, always among its "
-                            "turns, answered by the start of a row before a key (reading_pages.precede_questions)")
+                            "turns, answered by the start of a row before a key (row_questions.precede_questions)")
     pages.add_argument("--train-on-target", action="store_true",
                        help=f"allow the demo's target kind ({TARGET_KIND}) in --kinds: for diagnostics only, such as "
                             "the score a perfect reader reaches after fine-tuning; such a checkpoint is no "

@@ -32,15 +32,16 @@ The heads live outside the Idefics2 model: they are saved beside the checkpoint
 
 This file holds a stage's loop and saving. Its options are in ``pretrain_options.py``, the
 batches are built in ``tiny_batches.py``, the model pieces and losses are in ``tiny_model.py``,
-and the held-out evaluation is in ``tiny_eval.py``.
+and the held-out evaluation is in ``tiny_eval.py``; the pages are drawn in ``reading_pages.py``
+and the questions about their text rows in ``row_questions.py``.
 
 Questions: each page's own (label/value, table cells, "Transcribe the line that starts with ..."),
 plus "What follows "<first words of a row>"?" and one long "Read on from ..." transcription
-(``reading_pages.follow_questions``), which every page gets as one of its turns. With
+(``row_questions.follow_questions``), which every page gets as one of its turns. With
 ``--all-rows`` a synth page also asks about every line-item and transaction cell (row by its
 name, column by the question's wording), where a document's own questions keep three. With
 ``--precede N`` every page also asks N times "What precedes "<words of a row>"?", answered by the
-row's start before them (``reading_pages.precede_questions``), always among its turns.
+row's start before them (``row_questions.precede_questions``), always among its turns.
 
 Initialisation (``init_model``): perceiver latents random (built from a config they are all ones,
 so every latent is identical), text embeddings with std 1 so text tokens have the unit RMS the

@@ -27,6 +27,7 @@ import torch
 
 import pretrain_tiny
 import reading_pages
+import row_questions
 from doctune.synth.questions import templates_for
 from tiny_eval import generate_answers, oracle_tokens_for, score
 
@@ -73,9 +74,9 @@ def quantity_side(page, question: str, answer: str) -> str | None:
 
 def row_side(page, question: str, answer: str) -> str | None:
     """"left" for a "What precedes ...?" question, "right" for a "What follows ...?" one."""
-    if question.startswith(reading_pages.PRECEDES):
+    if question.startswith(row_questions.PRECEDES):
         return "left"
-    return "right" if question.startswith(reading_pages.FOLLOWS) else None
+    return "right" if question.startswith(row_questions.FOLLOWS) else None
 
 
 def questions(pages: list, side_of) -> list:
@@ -107,7 +108,7 @@ def main(argv: list | None = None) -> None:
     }
     # The questions --precede trains on, against the follow questions every stage trained on.
     for i, page in enumerate(orders):
-        reading_pages.add_precede_questions(page, random.Random(9_000_000 + i), 3)
+        row_questions.add_precede_questions(page, random.Random(9_000_000 + i), 3)
     probes["rows, either way"] = questions(orders, row_side)
     for probe, items in probes.items():
         pairs = [(page.image, q) for page, q, _, _ in items]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from reading_pages import PRECEDES, READ_ON, lookup_sample, visual_rows
+from row_questions import PRECEDES, READ_ON, lookup_sample, visual_rows
 from tiny_model import page_position_ids
 
 

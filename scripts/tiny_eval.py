@@ -9,7 +9,8 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.nn.functional as F
 
-from reading_pages import FOLLOWS, READ_ON, TARGET_KIND, TRANSCRIBE, render_generic, synth_available, synth_page
+from reading_pages import TARGET_KIND, render_generic, synth_available, synth_page
+from row_questions import FOLLOWS, READ_ON, TRANSCRIBE
 from tiny_model import image_features, lm_loss
 
 

@@ -13,6 +13,7 @@ from doctune.models import TINY_MODEL_DIR
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import pretrain_tiny  # noqa: E402
 import reading_pages  # noqa: E402
+import row_questions  # noqa: E402
 import stage_files  # noqa: E402
 import tiny_batches  # noqa: E402
 import tiny_model  # noqa: E402
@@ -130,17 +131,17 @@ def test_precede_option_adds_questions_to_the_same_pages_and_makes_them_turns():
     plain = reading_pages.sample_pages(pretrain_tiny.parse_args(["--all-rows"]), random.Random(4), 6, True)
     args = pretrain_tiny.parse_args(["--all-rows", "--precede", "2"])
     pages = reading_pages.sample_pages(args, random.Random(4), 6, True)
-    assert not any(q.startswith(reading_pages.PRECEDES) for p in plain for q, _ in p.qa)
+    assert not any(q.startswith(row_questions.PRECEDES) for p in plain for q, _ in p.qa)
     for before, after in zip(plain, pages):
         assert before.image.tobytes() == after.image.tobytes()
         added = after.qa[len(before.qa):]
         assert after.qa[: len(before.qa)] == before.qa and len(added) == 2
-        assert all(q.startswith(reading_pages.PRECEDES) for q, _ in added)
+        assert all(q.startswith(row_questions.PRECEDES) for q, _ in added)
     processor = AutoProcessor.from_pretrained(TINY_MODEL_DIR)
     batch = tiny_batches.Batcher(processor, args).make(pages, 3, random.Random(0))
     for page, ids in zip(pages, batch["input_ids"]):
         text = processor.tokenizer.decode(ids)
-        assert all(f"{q}" in text for q, _ in page.qa if q.startswith(reading_pages.PRECEDES))
+        assert all(f"{q}" in text for q, _ in page.qa if q.startswith(row_questions.PRECEDES))
 
 
 def test_every_training_page_gets_its_long_transcription():

@@ -1,5 +1,5 @@
-"""The pre-training pages and questions (reading_pages, party_pages) and the key-side probe's
-parsers: what the training text says must be on the page, once."""
+"""The pre-training pages and questions (reading_pages, row_questions, party_pages) and the
+key-side probe's parsers: what the training text says must be on the page, once."""
 
 import random
 import sys
@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import party_pages  # noqa: E402
 import probe_key_side  # noqa: E402
 import reading_pages  # noqa: E402
+import row_questions  # noqa: E402
 
 
 def test_character_centres_follow_glyph_advances():
@@ -73,14 +74,14 @@ def test_visual_rows_join_a_label_and_its_value_by_x():
         {"text": "Total:", "box": (40, 101, 90, 115)},
         {"text": "Thank you", "box": (40, 140, 120, 154)},
     ]
-    assert reading_pages.visual_rows(lines) == ["Total: $12.00", "Thank you"]
+    assert row_questions.visual_rows(lines) == ["Total: $12.00", "Thank you"]
 
 
 def test_follow_questions_are_answered_by_the_rest_of_their_row():
     lines = [{"text": t, "box": (20, 20 * i, 200, 20 * i + 12)} for i, t in enumerate(
         ["Invoice # INV-2201", "Date: 03/04/2025", "Bananas 2 3.49 6.98", "Date: 04/04/2025 due"])]
-    rows = reading_pages.visual_rows(lines)
-    qa = reading_pages.follow_questions(lines, random.Random(0), n=10)
+    rows = row_questions.visual_rows(lines)
+    qa = row_questions.follow_questions(lines, random.Random(0), n=10)
     assert qa
     for q, a in qa:
         prefix = q[len('What follows "'):-len('"?')]
@@ -93,9 +94,9 @@ def test_follow_questions_are_answered_by_the_rest_of_their_row():
 def test_precede_questions_are_answered_by_the_start_of_their_row():
     lines = [{"text": t, "box": (20, 20 * i, 200, 20 * i + 12)} for i, t in enumerate(
         ["Qty Item Price", "2 Bananas 3.49", "12 Apples 0.99", "Total: 4.48", "2 Pears 3.49"])]
-    rows = reading_pages.visual_rows(lines)
+    rows = row_questions.visual_rows(lines)
     page = "\n".join(rows)
-    qa = reading_pages.precede_questions(lines, random.Random(0), n=10)
+    qa = row_questions.precede_questions(lines, random.Random(0), n=10)
     assert len(qa) >= 3
     for q, a in qa:
         key = q[len('What precedes "'):-len('"?')]
@@ -106,16 +107,16 @@ def test_precede_questions_are_answered_by_the_start_of_their_row():
 
 
 def test_transcribe_questions_name_one_line():
-    assert reading_pages.transcribe_question("Account holder: Ann", ["Account no: 12", "Account holder: Ann"]) == (
+    assert row_questions.transcribe_question("Account holder: Ann", ["Account no: 12", "Account holder: Ann"]) == (
         'Transcribe the line that starts with "Account holder:".', "Account holder: Ann")
-    assert reading_pages.transcribe_question("Total", ["Total", "Total due 5.00"]) is None
+    assert row_questions.transcribe_question("Total", ["Total", "Total due 5.00"]) is None
     pages = [reading_pages.render_generic(s) for s in range(40)]
     pages += [reading_pages.synth_page("bank_statement", s, random.Random(s)) for s in range(6)]
     asked = 0
     for page in pages:
         texts = [line["text"] for line in page.lines]
         for question, answer in page.qa:
-            if question.startswith(reading_pages.TRANSCRIBE):
+            if question.startswith(row_questions.TRANSCRIBE):
                 start = question.split('"')[1]
                 assert answer.startswith(start) and sum(t.startswith(start) for t in texts) == 1, question
                 asked += 1
@@ -149,7 +150,7 @@ def test_quantity_probe_tells_the_two_column_orders_apart():
 def test_lookup_samples_have_one_answer_in_their_context():
     rng = random.Random(0)
     for length in (12, 48, 384):
-        context, question, answer = reading_pages.lookup_sample(rng, length)
+        context, question, answer = row_questions.lookup_sample(rng, length)
         key = question.split('"')[1]
         assert len(context) == length and context.count(key) == 1
         after = context[context.index(key) + len(key) :]
@@ -163,11 +164,11 @@ def test_backward_lookups_are_answered_by_what_precedes_their_key():
     rng = random.Random(0)
     forms = []
     for length in (9, 12, 48, 384) * 20:
-        context, question, answer = reading_pages.lookup_sample(rng, length, back=0.5)
+        context, question, answer = row_questions.lookup_sample(rng, length, back=0.5)
         key = question.split('"')[1]
         assert context.count(key) == 1
-        if question.startswith(reading_pages.PRECEDES):
+        if question.startswith(row_questions.PRECEDES):
             assert len(answer) == 6 and context.endswith(answer + key, 0, context.index(key) + len(key))
-        forms.append(question.startswith(reading_pages.PRECEDES))
+        forms.append(question.startswith(row_questions.PRECEDES))
     assert 20 < sum(forms) < 60
-    assert not any(reading_pages.lookup_sample(rng, 48)[1].startswith(reading_pages.PRECEDES) for _ in range(50))
+    assert not any(row_questions.lookup_sample(rng, 48)[1].startswith(row_questions.PRECEDES) for _ in range(50))
