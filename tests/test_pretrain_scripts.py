@@ -1,5 +1,6 @@
 """The pre-training scripts' pieces that the committed doctune-tiny depends on for correctness."""
 
+import json
 import random
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from transformers import Idefics2ForConditionalGeneration
 from doctune.models import TINY_MODEL_DIR
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import plot_budget  # noqa: E402
 import pretrain_tiny  # noqa: E402
 import reading_pages  # noqa: E402
 import row_questions  # noqa: E402
@@ -356,3 +358,16 @@ def test_pre_training_holds_out_the_kind_the_demo_fine_tunes_on():
     from doctune.demo import DemoSettings
 
     assert reading_pages.TARGET_KIND == DemoSettings().kind
+
+
+def test_budget_plot_reads_runs_in_order_and_names_a_bad_line(tmp_path):
+    runs = tmp_path / "budget.jsonl"
+    rows = [{"train_docs": 2304, "max_steps": 1152, "anls_after": 0.8, "train_seconds": 1000.0},
+            {"train_docs": 576, "max_steps": 288, "anls_after": 0.7, "train_seconds": 250.0, "anls_before": 0.43}]
+    runs.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    assert [run["train_docs"] for run in plot_budget.read_runs(runs)] == [576, 2304]
+    plot_budget.plot(plot_budget.read_runs(runs), tmp_path / "budget.png")
+    assert (tmp_path / "budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"train_docs": 576}) + "\n")
+    with pytest.raises(SystemExit, match=r"budget.jsonl:2: missing anls_after, max_steps"):
+        plot_budget.read_runs(runs)
