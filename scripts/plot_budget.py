@@ -27,7 +27,10 @@ def read_runs(path: Path) -> list[dict]:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        run = json.loads(line)
+        try:
+            run = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"{path}:{number}: not a JSON record ({error.msg})") from None
         missing = {"train_docs", "max_steps", "anls_after"} - run.keys()
         if missing:
             raise SystemExit(f"{path}:{number}: missing {', '.join(sorted(missing))}")

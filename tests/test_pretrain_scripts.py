@@ -371,3 +371,6 @@ def test_budget_plot_reads_runs_in_order_and_names_a_bad_line(tmp_path):
     runs.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"train_docs": 576}) + "\n")
     with pytest.raises(SystemExit, match=r"budget.jsonl:2: missing anls_after, max_steps"):
         plot_budget.read_runs(runs)
+    runs.write_text(json.dumps(rows[0]) + "\n{train_docs: 576\n")
+    with pytest.raises(SystemExit, match=r"budget.jsonl:2: not a JSON record"):
+        plot_budget.read_runs(runs)
