@@ -12,10 +12,11 @@ level line).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
+
+from doctune.files import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.85  # the demo's target after fine-tuning
@@ -24,16 +25,10 @@ TARGET = 0.85  # the demo's target after fine-tuning
 def read_runs(path: Path) -> list[dict]:
     """The runs, fewest invoices first; a line that is not a run with the needed fields is an error."""
     runs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            run = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise SystemExit(f"{path}:{number}: not a JSON record ({error.msg})") from None
+    for number, run in read_jsonl(path, SystemExit):
         missing = {"train_docs", "max_steps", "anls_after"} - run.keys()
         if missing:
-            raise SystemExit(f"{path}:{number}: missing {', '.join(sorted(missing))}")
+            raise SystemExit(f"{path} line {number}: missing {', '.join(sorted(missing))}")
         runs.append(run)
     return sorted(runs, key=lambda run: int(run["train_docs"]))
 

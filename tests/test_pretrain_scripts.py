@@ -369,8 +369,8 @@ def test_budget_plot_reads_runs_in_order_and_names_a_bad_line(tmp_path):
     plot_budget.plot(plot_budget.read_runs(runs), tmp_path / "budget.png")
     assert (tmp_path / "budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"train_docs": 576}) + "\n")
-    with pytest.raises(SystemExit, match=r"budget.jsonl:2: missing anls_after, max_steps"):
+    with pytest.raises(SystemExit, match=r"budget.jsonl line 2: missing anls_after, max_steps"):
         plot_budget.read_runs(runs)
     runs.write_text(json.dumps(rows[0]) + "\n{train_docs: 576\n")
-    with pytest.raises(SystemExit, match=r"budget.jsonl:2: not a JSON record"):
+    with pytest.raises(SystemExit, match=r"budget.jsonl line 2: not valid JSON"):
         plot_budget.read_runs(runs)
